@@ -35,11 +35,26 @@ lint: setup
 	$(BIN)/ruff check .
 
 model: setup
+	@# Demo data (labelled synthetic traffic) and the default checkpoint; each step is skipped when its output exists.
+	@if [ ! -f "$(DATA)/events.parquet" ]; then \
+		$(BIN)/seqguard generate --users 3000 --days 14 --seed 0 --out $(DATA); fi
 	@if [ ! -f "$(MODELS)/checkpoint.json" ]; then \
-		echo "model: the training pipeline is not there yet (seqguard train); nothing to build"; exit 1; fi
+		$(BIN)/seqguard train --data $(DATA)/events.parquet --out $(MODELS); \
+	else echo "model: $(MODELS)/checkpoint.json exists (make clean, or delete it, to retrain)"; fi
+	@# Export of the checkpoint into $(REPO):
+	@if [ ! -f "$(REPO)/manifest.json" ] || [ "$(MODELS)/checkpoint.json" -nt "$(REPO)/manifest.json" ]; then \
+		$(BIN)/seqguard export --models $(MODELS) --target cpu --precision int8 --out $(REPO); \
+	else echo "model: $(REPO) is up to date with $(MODELS)/checkpoint.json"; fi
 
+PORT ?= 3000
 serve: setup
-	@echo "serve: the scoring service is not there yet (service/); nothing to serve"; exit 1
+	@test -f $(REPO)/manifest.json || $(MAKE) --no-print-directory model
+	@SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/python -m service.check
+	SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
+
+# Every benchmark level in one run (about 10 minutes): BENCHMARKS.md, docs/bench/latest.{json,png}, bench/results/.
+bench: setup
+	$(BIN)/python -m bench.run --out bench/results
 
 clean:
 	rm -rf $(MODELS) $(DATA) reports .pytest_cache

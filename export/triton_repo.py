@@ -195,5 +195,11 @@ def write_plan_model(repo: Path, name: str, plan_src: Path, s: ServingSettings) 
 
 def write_ensemble(repo: Path, components: list[str], s: ServingSettings) -> Path:
     folder = repo / ENSEMBLE_MODEL
-    (folder / VERSION).mkdir(parents=True, exist_ok=True)  # Triton wants a version folder, even an empty one
+    version = folder / VERSION
+    version.mkdir(parents=True, exist_ok=True)
+    # Triton wants the version folder even though an ensemble has no weights; packagers (bentoml build, some
+    # artifact stores) drop empty folders, so it carries a note and survives being copied.
+    (version / "ENSEMBLE.txt").write_text(
+        "The seqguard ensemble has no weights: config.pbtxt one level up routes the inputs to each model.\n"
+    )
     return _write(folder, ensemble_config(components, s))

@@ -16,6 +16,12 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "seqguard.commands.generate",
     "seqguard.commands.sequences",
+    "seqguard.commands.train",
+    "seqguard.commands.evaluate",
+    "seqguard.commands.export",
+    "seqguard.commands.deploy",
+    "seqguard.commands.loadtest",
+    "seqguard.commands.capacity",
 )
 
 
@@ -53,4 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module, so CliError raised by commands is the class main() catches.
+    from seqguard.cli import main as package_main
+
+    sys.exit(package_main())

@@ -99,3 +99,28 @@ def running(
         yield server
     finally:
         server.stop()
+
+
+def start_service(log_dir: Path, env: dict[str, str], port: int | None = None, timeout: float = 90.0) -> tuple[
+    ServerProcess, str
+]:
+    """A real `bentoml serve` of seqguard's service on a free port; returns the process and its base URL."""
+    import sys
+
+    port = port or free_port()
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    full_env = {
+        "BENTOML_HOME": str(log_dir / "bentoml_home"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "HF_HUB_OFFLINE": "1",
+        "SEQGUARD_INTRA_OP_THREADS": "1",
+        **env,
+    }
+    server = ServerProcess(
+        [bentoml, "serve", "service.service:Seqguard", "--host", "127.0.0.1", "--port", str(port)],
+        log_dir / f"bentoml-{port}.log",
+        env=full_env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    server.wait_ready(lambda: http_ok(url + "/readyz"), timeout=timeout)
+    return server, url

@@ -1,0 +1,151 @@
+"""Service: POST /score for one entity through a real `bentoml serve` (tests.support.start_service), against the
+raw embedded backend (ONNX Runtime sessions of the same repository) called in process on the same window.
+
+The difference of the medians is the service's own overhead at batch 1. The in-process ScoringEngine (windowing,
+encoding, the micro-batcher's wait, the ensemble scorer) is timed too, which splits that overhead into the engine's
+part and the HTTP / BentoML / JSON part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import THREADS, Samples, log, time_calls
+
+
+def one_entity_events(users: int = 400, seed: int = 5) -> list[dict[str, Any]]:
+    """A normal account of median history length from the generator, its events ending now (the service rejects
+    events from the future; gaps are kept). The load tests' own payload code builds it."""
+    from infra.loadtest.payloads import accounts_from_frame
+    from seqguard.generator import GeneratorConfig, generate
+
+    data = generate(GeneratorConfig(users=users, days=2, seed=seed))
+    normal = [a for a in accounts_from_frame(data.events, data.users, max_events=120) if not a.is_attack]
+    normal.sort(key=lambda a: len(a.bodies))
+    account = normal[len(normal) // 2]
+    return account.events("bench-entity-1", time.time() - 1.0)
+
+
+def _http_samples(url: str, body: bytes, budget_s: float, min_calls: int) -> Samples:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)  # one kept-alive connection, like a real client
+    samples = Samples()
+
+    def call() -> None:
+        conn.request("POST", "/score", body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"/score answered {r.status}: {data[:200]!r}")
+
+    try:
+        time_calls(call, samples, budget_s, min_calls, warmup=20)
+    finally:
+        conn.close()
+    return samples
+
+
+def _in_process(repo: Path, events: list[dict[str, Any]], budget_s: float, min_calls: int) -> dict[str, Any]:
+    from seqguard.events import Event
+    from seqguard.features import pad_batch
+    from service.runtime import build_engine
+    from service.settings import ServiceSettings
+
+    engine = build_engine(ServiceSettings(repo=repo, intra_op_threads=THREADS))
+    parsed = [Event.model_validate(e) for e in events]
+    windows = engine.windows_from_events(parsed)
+    assert len(windows) == 1, "one entity -> one window"
+    feed = pad_batch([windows[0].encoded])
+    raw = Samples()
+    time_calls(lambda: engine.backend.infer_sync(feed), raw, budget_s, min_calls, warmup=20)  # type: ignore[attr-defined]
+    eng = Samples()
+    breakdown = _breakdown(engine, events, parsed, feed, min_calls)
+
+    async def engine_loop() -> None:
+        # One event loop for everything asynchronous: the micro-batcher binds its queue to the loop it starts in.
+        window = windows[0].encoded
+        lone = Samples()
+        for _ in range(5):
+            await engine.batcher.submit([window])
+        for _ in range(min_calls // 2):
+            t0 = time.perf_counter()
+            await engine.batcher.submit([window])
+            lone.add(time.perf_counter() - t0)
+        # The micro-batcher waits max_wait_ms for company before a lone request goes to the backend.
+        breakdown["batcher.submit (wait + infer)"] = lone.summary()["p50_ms"]
+
+        async def once() -> None:
+            engine.check_events(parsed)
+            await engine.score(engine.windows_from_events(parsed))
+
+        for _ in range(20):
+            await once()
+        deadline = time.perf_counter() + budget_s
+        while len(eng.times) < min_calls or time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await once()
+            eng.add(time.perf_counter() - t0)
+        await engine.close()
+
+    asyncio.run(engine_loop())
+    return {"breakdown_p50_ms": breakdown, "window_tokens": len(windows[0].encoded.input_ids),
+            "components": list(engine.backend.components), "raw_backend": raw.summary(),
+            "engine_in_process": eng.summary(),
+            "settings": {"max_wait_ms": engine.settings.max_wait_ms, "max_batch": engine.settings.max_batch}}
+
+
+def _breakdown(engine: Any, events: list[dict[str, Any]], parsed: list[Any], feed: dict[str, Any], calls: int
+               ) -> dict[str, float]:
+    """Median of each synchronous step the service takes for one request, timed alone: where its overhead goes."""
+    from seqguard.events import Event
+
+    window = engine.windows_from_events(parsed)[0]
+    logits = engine.backend.infer_sync(feed)
+    features = window.encoded.features[None, :]
+    steps: dict[str, Any] = {
+        "validate_events (pydantic)": lambda: [Event.model_validate(e) for e in events],
+        "check_events": lambda: engine.check_events(parsed),
+        "windows_from_events (frame, sort, windows, encode_window)": lambda: engine.windows_from_events(parsed),
+        "backend infer (raw)": lambda: engine.backend.infer_sync(feed),
+        "scorer.score (ensemble, rules, detector)": lambda: engine.scorer.score(logits, features),
+    }
+    out = {}
+    for name, fn in steps.items():
+        s = Samples()
+        time_calls(fn, s, 0.5, calls // 2, warmup=5)
+        out[name] = float(s.summary()["p50_ms"])
+    return out
+
+
+def run(repo: Path, repo_note: str, work: Path, budget_s: float = 6.0, min_calls: int = 100) -> dict[str, Any]:
+    from tests.support import start_service
+
+    events = one_entity_events()
+    body = json.dumps({"events": events}).encode()
+    log(f"  bentoml serve on {repo} ({len(events)} events for one entity, {len(body)} bytes)")
+    logs = work / "service_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    server, url = start_service(logs, {"SEQGUARD_REPO": str(repo.resolve()),
+                                       "SEQGUARD_INTRA_OP_THREADS": str(THREADS)})
+    try:
+        http_samples = _http_samples(url, body, budget_s, min_calls)
+    finally:
+        server.stop()
+    # In process after the server stopped, so the two never compete for the same 2 cores.
+    inproc = _in_process(repo, events, budget_s, min_calls)
+    svc = http_samples.summary()
+    raw, eng = inproc["raw_backend"], inproc["engine_in_process"]
+    out = {"repository_source": repo_note, "events": len(events), "body_bytes": len(body), "http_score": svc,
+           **inproc,
+           "overhead_ms_p50": svc["p50_ms"] - raw["p50_ms"],
+           "overhead_ms_p99": svc["p99_ms"] - raw["p99_ms"],
+           "overhead_split_ms_p50": {"engine_minus_raw": eng["p50_ms"] - raw["p50_ms"],
+                                     "http_bentoml_minus_engine": svc["p50_ms"] - eng["p50_ms"]}}
+    log(f"  /score p50 {svc['p50_ms']:.2f} ms p99 {svc['p99_ms']:.2f} ms; raw backend p50 {raw['p50_ms']:.2f} ms; "
+        f"engine in process p50 {eng['p50_ms']:.2f} ms -> overhead {out['overhead_ms_p50']:.2f} ms")
+    return out

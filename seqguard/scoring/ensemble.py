@@ -1,0 +1,274 @@
+"""The ensemble: a logistic-regression stacker over component scores, the unsupervised score and rule hits.
+
+Two stackers are fitted on the *validation* windows (never on training windows, whose model scores are optimistic,
+never on test windows):
+
+- `main` over [each component model's logit margin, the tabular trees' log-odds, the unsupervised score, one 0/1
+  input per rule];
+- `degraded` over the same minus the component models, used when the model backend is down.
+
+The tabular trees (seqguard.scoring.tabular, optional) are fitted on the training windows' aggregate features and run
+inside the scorer, so they need no backend; comparing `main` with `degraded` on test data then says what the sequence
+models add on top of the aggregates.
+
+Inputs are standardised with the validation means / scales stored next to the coefficients; the output is the
+logistic probability, calibrated on validation traffic (so its base rate is the validation base rate). Thresholds
+for `review` and `block` are chosen on *out-of-fold* validation scores (5-fold cross-fitting) for target false-
+positive rates (defaults: review at 1 %, block at 0.1 %), so the threshold does not ride on in-sample fit.
+
+Without labels (or without positives in validation) a stacker is of kind "percentile": the score is where the
+unsupervised score falls among the training windows' scores, and thresholds are 1 - target FPR, i.e. the share of
+(mostly normal) training traffic each decision flags. Everything is plain JSON: no pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from seqguard.scoring.tabular import TreeModel
+
+FORMAT = "seqguard-ensemble-v1"
+UNSUPERVISED = "unsupervised"
+TABULAR = "tabular"
+StackerKind = Literal["logistic", "percentile"]
+
+
+def margin_input(name: str) -> str:
+    return f"margin:{name}"
+
+
+def rule_input(rule_id: str) -> str:
+    return f"rule:{rule_id}"
+
+
+def logit_margin(logits: np.ndarray) -> np.ndarray:
+    """[B, 2] logits to the log-odds of the anomaly class, float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"logits must be [batch, 2], got {list(x.shape)}")
+    return x[:, 1] - x[:, 0]
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def unsupervised_input(score: np.ndarray) -> np.ndarray:
+    # ECOD sums -log tail probabilities: heavy right tail, so the stacker sees log1p of it.
+    return np.log1p(np.maximum(np.asarray(score, dtype=np.float64), 0.0))
+
+
+def threshold_for_fpr(negative_scores: np.ndarray, fpr: float) -> float:
+    """The lowest threshold t with share(negatives >= t) <= fpr (decisions flag score >= t)."""
+    neg = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
+    if not len(neg):
+        return 1.0
+    k = int(np.floor(fpr * len(neg) + 1e-9))  # negatives allowed above the threshold
+    if k >= len(neg):
+        return float(neg[-1])
+    return float(np.nextafter(neg[k], np.inf))
+
+
+@dataclass
+class Stacker:
+    kind: StackerKind
+    inputs: list[str]
+    thresholds: dict[str, float]
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    coef: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    intercept: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)  # how it was fitted: counts, out-of-fold FPR/recall
+
+    def linear(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per input, its term in the log-odds [B, n_inputs] (what a reason can cite)."""
+        return (x - self.mean) / self.scale * self.coef
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "inputs": self.inputs,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept,
+            "thresholds": self.thresholds,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Stacker:
+        return cls(
+            kind=d["kind"],
+            inputs=list(d["inputs"]),
+            thresholds={k: float(v) for k, v in d["thresholds"].items()},
+            mean=np.asarray(d["mean"], dtype=np.float64),
+            scale=np.asarray(d["scale"], dtype=np.float64),
+            coef=np.asarray(d["coef"], dtype=np.float64),
+            intercept=float(d["intercept"]),
+            metrics=dict(d.get("metrics", {})),
+        )
+
+
+def _fit_logistic(
+    x: np.ndarray, y: np.ndarray, c: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    lr.fit((x - mean) / scale, y)
+    return mean, scale, lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+
+
+def fit_stacker(
+    x: np.ndarray, y: np.ndarray, inputs: list[str], review_fpr: float, block_fpr: float, c: float = 1.0,
+    seed: int = 0, folds: int = 5,
+) -> Stacker:
+    """A logistic stacker on validation inputs x [B, n_inputs] and labels y, with out-of-fold thresholds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y, dtype=np.int64)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        raise ValueError("the stacker needs both normal and anomalous validation windows")
+    mean, scale, coef, intercept = _fit_logistic(x, y, c, seed)
+    st = Stacker("logistic", inputs, {}, mean, scale, coef, intercept)
+    k = min(folds, n_pos, len(y) - n_pos)
+    if k >= 2:
+        oof = np.empty(len(y))
+        for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+            m, s, cf, b = _fit_logistic(x[tr], y[tr], c, seed)
+            oof[te] = sigmoid(((x[te] - m) / s) @ cf + b)
+        how = f"{k}-fold out-of-fold"
+    else:  # too few positives to cross-fit: in-sample, and the metrics say so
+        oof = sigmoid(st.linear(x))
+        how = "in-sample (too few positives to cross-fit)"
+    neg = oof[y == 0]
+    st.thresholds = {"review": threshold_for_fpr(neg, review_fpr), "block": threshold_for_fpr(neg, block_fpr)}
+    st.metrics = {
+        "fitted_on": "validation",
+        "n": len(y),
+        "n_positive": n_pos,
+        "thresholds_from": how,
+        "target_fpr": {"review": review_fpr, "block": block_fpr},
+        "oof_fpr": {d: float((neg >= t).mean()) for d, t in st.thresholds.items()},
+        "oof_recall": {d: float((oof[y == 1] >= t).mean()) for d, t in st.thresholds.items()},
+    }
+    return st
+
+
+def percentile_stacker(inputs: list[str], review_fpr: float, block_fpr: float, reason: str) -> Stacker:
+    return Stacker("percentile", inputs, {"review": 1.0 - review_fpr, "block": 1.0 - block_fpr},
+                   metrics={"fitted_on": "unlabeled training traffic", "why": reason,
+                            "target_fpr": {"review": review_fpr, "block": block_fpr}})
+
+
+def signals(margins: dict[str, np.ndarray] | None, tabular: np.ndarray | None, unsupervised: np.ndarray,
+            rule_hits: np.ndarray, rule_ids: list[str]) -> dict[str, np.ndarray]:
+    """Every stacker input by name, float64 [B]; a stacker takes the columns it was fitted on."""
+    out: dict[str, np.ndarray] = {}
+    for name, m in (margins or {}).items():
+        out[margin_input(name)] = np.asarray(m, dtype=np.float64)
+    if tabular is not None:
+        out[TABULAR] = np.asarray(tabular, dtype=np.float64)
+    out[UNSUPERVISED] = unsupervised_input(unsupervised)
+    hits = np.asarray(rule_hits, dtype=np.float64).reshape(len(unsupervised), -1)
+    for j, rid in enumerate(rule_ids):
+        out[rule_input(rid)] = hits[:, j]
+    return out
+
+
+def matrix(sig: dict[str, np.ndarray], inputs: list[str]) -> np.ndarray:
+    missing = [n for n in inputs if n not in sig]
+    if missing:
+        raise ValueError(f"stacker inputs {missing} are not available")
+    return np.column_stack([sig[n] for n in inputs])
+
+
+@dataclass
+class Ensemble:
+    components: list[str]  # model names whose logits `main` needs, in input order
+    rule_ids: list[str]
+    main: Stacker
+    degraded: Stacker
+    review_fpr: float = 0.01
+    block_fpr: float = 0.001
+    tabular: TreeModel | None = None  # boosted trees on the aggregate features (no backend needed)
+
+    @staticmethod
+    def input_names(components: list[str], rule_ids: list[str], tabular: bool = False) -> list[str]:
+        return ([margin_input(c) for c in components] + ([TABULAR] if tabular else []) + [UNSUPERVISED]
+                + [rule_input(r) for r in rule_ids])
+
+    @classmethod
+    def fit(
+        cls, components: list[str], rule_ids: list[str], margins: dict[str, np.ndarray] | None,
+        unsupervised: np.ndarray, rule_hits: np.ndarray, y: np.ndarray | None, review_fpr: float = 0.01,
+        block_fpr: float = 0.001, c: float = 1.0, seed: int = 0, tabular: TreeModel | None = None,
+        features: np.ndarray | None = None,
+    ) -> Ensemble:
+        """Fit on validation windows: component margins, unsupervised scores, rule hits, labels (and, with a tree
+        model, the windows' features to score it on)."""
+        has_both = y is not None and 0 < int(np.sum(y)) < len(y)
+        if not has_both:
+            why = "no labels" if y is None else "validation has only one class"
+            names = cls.input_names([], rule_ids)
+            deg = percentile_stacker(names, review_fpr, block_fpr, why)
+            main = percentile_stacker(names, review_fpr, block_fpr, why)
+            return cls([], list(rule_ids), main, deg, review_fpr, block_fpr)
+        if tabular is not None and features is None:
+            raise ValueError("a tree model needs the validation features")
+        tab = tabular.decision_function(features) if tabular is not None else None
+        sig = signals(margins, tab, unsupervised, rule_hits, rule_ids)
+        deg_names = cls.input_names([], rule_ids, tabular is not None)
+        deg = fit_stacker(matrix(sig, deg_names), y, deg_names, review_fpr, block_fpr, c, seed)
+        if components:
+            names = cls.input_names(components, rule_ids, tabular is not None)
+            main = fit_stacker(matrix(sig, names), y, names, review_fpr, block_fpr, c, seed)
+        else:  # labels but no sequence models: the degraded stacker is the ensemble
+            main = deg
+        return cls(list(components), list(rule_ids), main, deg, review_fpr, block_fpr, tabular)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "components": self.components,
+            "rule_ids": self.rule_ids,
+            "review_fpr": self.review_fpr,
+            "block_fpr": self.block_fpr,
+            "main": self.main.to_dict(),
+            "degraded": self.degraded.to_dict(),
+            "tabular": self.tabular.to_dict() if self.tabular is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Ensemble:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a seqguard ensemble (format {d.get('format')!r}, expected {FORMAT!r})")
+        tab = TreeModel.from_dict(d["tabular"]) if d.get("tabular") else None
+        return cls(list(d["components"]), list(d["rule_ids"]), Stacker.from_dict(d["main"]),
+                   Stacker.from_dict(d["degraded"]), float(d["review_fpr"]), float(d["block_fpr"]), tab)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Ensemble:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,121 @@
+"""A gradient-boosted tree model on the aggregate features, stored as plain JSON arrays and evaluated in numpy.
+
+Why it is in the ensemble: on aggregate features, boosted trees are a strong, cheap learner, and they need no model
+backend, so the degraded path (Triton down) keeps most of the ensemble's accuracy. The stacker weighs it against the
+sequence models on validation data, so the report can say whether the sequence models still add something on top
+(ensemble vs degraded ensemble), i.e. whether they earn their latency.
+
+Trained with scikit-learn's `HistGradientBoostingClassifier` (fast, early-stopped, deterministic for a seed). Its
+fitted trees are read from the estimator's tree arrays (left / right child, feature, numeric threshold, leaf value,
+learning rate already applied) into JSON; prediction walks all trees at once, one depth level per step, sending
+x <= threshold left as scikit-learn does. Those arrays are not public API, so `fit` checks that the exported trees
+reproduce scikit-learn's own decision function and refuses to return a model that does not (a changed scikit-learn
+fails training loudly, never serves different scores). Features are never missing (encode_window fills every one),
+so missing-value routing is not exported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from seqguard.features import FEATURE_NAMES
+
+FORMAT = "seqguard-gbt-v1"
+
+
+class TreeModel:
+    def __init__(self, feature_names: tuple[str, ...] | list[str], baseline: float, trees: list[dict[str, list]],
+                 meta: dict[str, Any] | None = None) -> None:
+        self.feature_names = tuple(feature_names)
+        self.baseline = float(baseline)
+        self.trees = trees
+        self.meta = meta or {}
+        n = max((len(t["left"]) for t in trees), default=1)
+        t_count = len(trees)
+        # Padded [n_trees, max_nodes] arrays: one gather per depth level for the whole batch and every tree.
+        self._left = np.zeros((t_count, n), dtype=np.int64)
+        self._right = np.zeros((t_count, n), dtype=np.int64)
+        self._feature = np.zeros((t_count, n), dtype=np.int64)
+        self._threshold = np.zeros((t_count, n), dtype=np.float64)
+        self._value = np.zeros((t_count, n), dtype=np.float64)
+        self._leaf = np.ones((t_count, n), dtype=bool)
+        for i, t in enumerate(trees):
+            k = len(t["left"])
+            left = np.asarray(t["left"], dtype=np.int64)
+            self._leaf[i, :k] = left < 0
+            self._left[i, :k] = np.where(left < 0, 0, left)
+            self._right[i, :k] = np.maximum(np.asarray(t["right"], dtype=np.int64), 0)
+            self._feature[i, :k] = np.maximum(np.asarray(t["feature"], dtype=np.int64), 0)
+            self._threshold[i, :k] = np.asarray(t["threshold"], dtype=np.float64)
+            self._value[i, :k] = np.asarray(t["value"], dtype=np.float64)
+        self._depth = int(max((t.get("depth", 0) for t in trees), default=0))
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Log-odds of the anomaly class per window, float64."""
+        x = np.asarray(X, dtype=np.float32).astype(np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected [batch, {len(self.feature_names)}] features, got {list(x.shape)}")
+        b, t_count = x.shape[0], len(self.trees)
+        node = np.zeros((b, t_count), dtype=np.int64)
+        trees = np.arange(t_count)[None, :]
+        rows = np.arange(b)[:, None]
+        for _ in range(self._depth):
+            f = self._feature[trees, node]
+            go_left = x[rows, f] <= self._threshold[trees, node]
+            nxt = np.where(go_left, self._left[trees, node], self._right[trees, node])
+            node = np.where(self._leaf[trees, node], node, nxt)
+        return self.baseline + self._value[trees, node].sum(axis=1)
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, max_iter: int = 300, max_leaf_nodes: int = 31,
+            learning_rate: float = 0.1, negative_share: float = 1.0, seed: int = 0) -> TreeModel:
+        """Fit on X [N, F] and binary y; `negative_share` < 1 subsamples normal windows (seeded) for speed."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        x = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y, dtype=np.int64)
+        if negative_share < 1.0:
+            rng = np.random.default_rng(seed + 31)
+            neg = np.flatnonzero(y == 0)
+            keep = np.sort(np.concatenate([np.flatnonzero(y == 1),
+                                           rng.choice(neg, max(1, round(negative_share * len(neg))), replace=False)]))
+            x, y = x[keep], y[keep]
+        gb = HistGradientBoostingClassifier(max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
+                                            learning_rate=learning_rate, random_state=seed)
+        gb.fit(x, y)
+        trees = []
+        for (pred,) in gb._predictors:  # binary: one tree per iteration
+            nodes = pred.nodes
+            if nodes["is_categorical"].any():
+                raise RuntimeError("categorical splits cannot be exported")
+            leaf = nodes["is_leaf"].astype(bool)
+            trees.append({
+                "left": np.where(leaf, -1, nodes["left"]).astype(np.int64).tolist(),
+                "right": np.where(leaf, -1, nodes["right"]).astype(np.int64).tolist(),
+                "feature": np.where(leaf, -1, nodes["feature_idx"]).astype(np.int64).tolist(),
+                "threshold": nodes["num_threshold"].astype(np.float64).tolist(),
+                "value": np.where(leaf, nodes["value"], 0.0).astype(np.float64).tolist(),
+                "depth": int(nodes["depth"].max()),
+            })
+        baseline = float(np.ravel(gb._baseline_prediction)[0])
+        model = cls(FEATURE_NAMES, baseline, trees, {
+            "estimator": "HistGradientBoostingClassifier", "iterations": int(gb.n_iter_), "max_iter": max_iter,
+            "max_leaf_nodes": max_leaf_nodes, "learning_rate": learning_rate, "negative_share": negative_share,
+            "train_windows": len(y), "train_positive": int(y.sum())})
+        check = np.asarray(X[: min(len(X), 5000)], dtype=np.float32)
+        if not np.allclose(model.decision_function(check), gb.decision_function(check), atol=1e-6, rtol=1e-6):
+            raise RuntimeError("the exported trees do not reproduce scikit-learn's predictions (a scikit-learn "
+                               "change?); refusing to use them")
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "feature_names": list(self.feature_names), "baseline": self.baseline,
+                "meta": self.meta, "trees": self.trees}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TreeModel:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a seqguard tree model (format {d.get('format')!r}, expected {FORMAT!r})")
+        return cls(d["feature_names"], d["baseline"], d["trees"], d.get("meta"))

@@ -1,0 +1,137 @@
+"""The behaviour BERT: masked-token pretraining on unlabeled windows, then fine-tuning as a classifier.
+
+Stage 1 trains `BertForMaskedLM` on training-split windows without looking at labels (BERT's 80/10/10 masking of
+15 % of the event tokens). Stage 2 builds `BertForSequenceClassification` with the same config, loads the pretrained
+encoder (`bert.*` weights; the pooler and the head start fresh) and fine-tunes it with the shared loop (weighted
+loss, early stopping on validation PR-AUC). Both use the stock Hugging Face classes, so the result saves with
+`save_pretrained` and exports with Optimum.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from seqguard.config import SequenceConfig
+from seqguard.features import MASK_ID, SPECIAL_TOKENS, Encoded, TokenSpace
+from seqguard.models import bert_config
+from seqguard.train.config import BertTrainConfig
+from seqguard.train.loop import FitResult, bucket_batches, fit_classifier, tensors
+
+
+def make_config(seq_cfg: SequenceConfig, cfg: BertTrainConfig) -> Any:
+    return bert_config(seq_cfg, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                       intermediate=cfg.intermediate, dropout=cfg.dropout)
+
+
+def mask_tokens(input_ids: Any, mask_prob: float, vocab_size: int, gen: Any) -> tuple[Any, Any]:
+    """BERT masking: of the chosen non-special tokens, 80 % -> [MASK], 10 % -> a random token, 10 % unchanged."""
+    import torch
+
+    n_special = len(SPECIAL_TOKENS)
+    labels = input_ids.clone()
+    prob = torch.full(input_ids.shape, mask_prob)
+    prob[input_ids < n_special] = 0.0
+    chosen = torch.bernoulli(prob, generator=gen).bool()
+    labels[~chosen] = -100
+    inputs = input_ids.clone()
+    to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=gen).bool() & chosen
+    inputs[to_mask] = MASK_ID
+    to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=gen).bool() & chosen & ~to_mask
+    inputs[to_random] = torch.randint(n_special, vocab_size, input_ids.shape, generator=gen)[to_random]
+    return inputs, labels
+
+
+@dataclass
+class PretrainResult:
+    model: Any  # the BertForMaskedLM; None when the stage is skipped
+    epochs: int
+    steps: int
+    windows: int
+    final_loss: float | None
+    seconds: float
+
+    def encoder_state(self) -> dict[str, Any] | None:
+        """The encoder's weights (`bert.*` without the prefix) for a classifier to start from."""
+        return None if self.model is None else self.model.bert.state_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "steps": self.steps, "windows": self.windows, "final_loss": self.final_loss,
+                "seconds": self.seconds}
+
+
+def pretrain(encoded: list[Encoded], idx: np.ndarray, seq_cfg: SequenceConfig, cfg: BertTrainConfig, seed: int,
+             progress: bool = False) -> PretrainResult:
+    """Masked-token pretraining on the windows `idx` (labels are never read here)."""
+    import torch
+    from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
+
+    t0 = time.perf_counter()
+    if cfg.pretrain_epochs == 0 or not len(idx):
+        return PretrainResult(None, 0, 0, 0, None, 0.0)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    if cfg.pretrain_max_windows is not None and len(idx) > cfg.pretrain_max_windows:
+        idx = np.sort(rng.choice(idx, cfg.pretrain_max_windows, replace=False))
+    config = make_config(seq_cfg, cfg)
+    model = BertForMaskedLM(config)
+    vocab = TokenSpace.of(seq_cfg).vocab_size
+    lengths = np.fromiter((len(encoded[int(i)].input_ids) for i in idx), dtype=np.int64, count=len(idx))
+    n_batches = math.ceil(len(idx) / cfg.batch_size)
+    total = cfg.pretrain_epochs * n_batches
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    bar = tqdm(total=total, desc="bert pretrain (masked tokens)", unit="step", disable=not progress, leave=False)
+    model.train()
+    steps = 0
+    loss_avg = None
+    for _ in range(cfg.pretrain_epochs):
+        for b in bucket_batches(lengths, cfg.batch_size, rng):
+            batch = tensors(encoded, idx[b])
+            inputs, labels = mask_tokens(batch["input_ids"], cfg.mask_prob, vocab, gen)
+            if not bool((labels != -100).any()):
+                continue
+            out = model(input_ids=inputs, attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"], labels=labels)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            steps += 1
+            loss = out.loss.item()
+            loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+            bar.update(1)
+            bar.set_postfix(mlm_loss=f"{loss_avg:.3f}")
+    bar.close()
+    model.eval()
+    return PretrainResult(model, cfg.pretrain_epochs, steps, len(idx), loss_avg,
+                          time.perf_counter() - t0)
+
+
+def new_classifier(seq_cfg: SequenceConfig, cfg: BertTrainConfig, encoder_state: dict[str, Any] | None,
+                   seed: int) -> Any:
+    """A fresh BertForSequenceClassification, with the pretrained encoder loaded when given."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(make_config(seq_cfg, cfg))
+    if encoder_state is not None:
+        missing, unexpected = model.bert.load_state_dict(encoder_state, strict=False)
+        # The MLM model has no pooler; everything else must match exactly.
+        if unexpected or any(not k.startswith("pooler.") for k in missing):
+            raise RuntimeError(f"pretrained encoder does not fit: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def finetune(model: Any, encoded: list[Encoded], y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+             cfg: BertTrainConfig, pos_weight: float | str, seed: int, progress: bool = False,
+             desc: str = "bert fine-tune") -> FitResult:
+    return fit_classifier(model, encoded, y, train_idx, val_idx, cfg, pos_weight, seed, desc, progress)

@@ -1,0 +1,222 @@
+"""Inference backends: one small interface, three implementations. The scoring code never knows which it talks to.
+
+- `EmbeddedBackend`: ONNX Runtime in process on the repository's ONNX files (the default; no server to run).
+- `TritonBackend`: tritonclient gRPC (asyncio) to the repository's ensemble, with a timeout per call, bounded retries
+  with jitter, one reused channel, and a circuit breaker so a dead server costs a fast failure, not a timeout each.
+- `LocalTritonBackend`: launches the tritonserver of the nvidia-pytriton wheel on the repository as a supervised
+  child process (restarted when it dies) and talks to it as `TritonBackend` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from seqguard.contracts import ENSEMBLE_MODEL, MODEL_INPUTS, MODEL_OUTPUT, ensemble_output
+
+log = logging.getLogger("seqguard.backend")
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot answer now (down, timed out, circuit open). The caller degrades or refuses."""
+
+
+class Backend(Protocol):
+    name: str
+    components: list[str]
+
+    async def ready(self) -> bool: ...
+
+    async def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Padded `MODEL_INPUTS` tensors [B, L] -> {component: logits [B, 2]}."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(self, onnx_files: dict[str, Path], intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.components = list(onnx_files)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        self.sessions = {
+            name: ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            for name, path in onnx_files.items()
+        }
+        self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
+
+    async def ready(self) -> bool:
+        return bool(self.sessions)
+
+    def infer_sync(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for name, sess in self.sessions.items():
+            feed = {k: v for k, v in batch.items() if k in self._inputs[name]}
+            out[name] = np.asarray(sess.run([MODEL_OUTPUT.name], feed)[0], dtype=np.float32)
+        return out
+
+    async def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # ORT releases the GIL: a worker thread keeps the event loop accepting requests meanwhile.
+        return await asyncio.to_thread(self.infer_sync, batch)
+
+    async def close(self) -> None:
+        self.sessions.clear()
+
+
+class CircuitBreaker:
+    """Closed -> open after `threshold` consecutive failures; half-open after `cooldown` lets one call try."""
+
+    def __init__(self, threshold: int = 5, cooldown_seconds: float = 5.0) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown_seconds
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if time.monotonic() - self.opened_at >= self.cooldown else "open"
+
+    def allow(self) -> bool:
+        return self.state != "open"
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold or self.opened_at is not None:
+            self.opened_at = time.monotonic()
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(
+        self,
+        url: str,
+        components: list[str],
+        timeout_seconds: float = 1.0,
+        retries: int = 2,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.url = url
+        self.components = list(components)
+        self.timeout = timeout_seconds
+        self.retries = retries
+        self.breaker = breaker or CircuitBreaker()
+        self._client = None
+
+    def _get_client(self):
+        if self._client is None:
+            import tritonclient.grpc.aio as grpcclient
+
+            self._client = grpcclient.InferenceServerClient(self.url)
+        return self._client
+
+    async def ready(self) -> bool:
+        try:
+            client = self._get_client()
+            if not await asyncio.wait_for(client.is_server_ready(), self.timeout):
+                return False
+            for model in [ENSEMBLE_MODEL, *self.components]:
+                if not await asyncio.wait_for(client.is_model_ready(model), self.timeout):
+                    return False
+            return True
+        except Exception:
+            return False
+
+    async def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tritonclient.grpc.aio as grpcclient
+
+        if not self.breaker.allow():
+            raise BackendUnavailable("triton circuit open")
+        inputs = []
+        for spec in MODEL_INPUTS:
+            arr = np.ascontiguousarray(batch[spec.name], dtype=spec.numpy_dtype)
+            t = grpcclient.InferInput(spec.name, list(arr.shape), spec.triton_dtype)
+            t.set_data_from_numpy(arr)
+            inputs.append(t)
+        outputs = [grpcclient.InferRequestedOutput(ensemble_output(c)) for c in self.components]
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                result = await self._get_client().infer(
+                    ENSEMBLE_MODEL, inputs, outputs=outputs, client_timeout=self.timeout
+                )
+                self.breaker.success()
+                return {c: np.asarray(result.as_numpy(ensemble_output(c)), dtype=np.float32) for c in self.components}
+            except Exception as e:  # tritonclient raises InferenceServerException for every failure kind
+                last = e
+                self.breaker.failure()
+                if attempt < self.retries and self.breaker.allow():
+                    # Full jitter keeps replicas from retrying in lockstep against a recovering server.
+                    await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
+                else:
+                    break
+        raise BackendUnavailable(f"triton infer failed: {str(last)[:200]}")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.close()
+            self._client = None
+
+
+class LocalTritonBackend(TritonBackend):
+    """Runs tritonserver as a child process and restarts it when it dies."""
+
+    name = "local_triton"
+
+    def __init__(self, repo: Path, components: list[str], check_interval: float = 1.0, **kwargs: object) -> None:
+        from seqguard.tritonserver import TritonProcess, free_port
+
+        # Fixed ports, so a restarted server is found where the client already points.
+        self.process = TritonProcess(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+        self.process.start()
+        assert self.process.urls is not None
+        super().__init__(self.process.urls.grpc, components, **kwargs)  # type: ignore[arg-type]
+        self.check_interval = check_interval
+        self.restarts = 0
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None:
+            with contextlib.suppress(RuntimeError):  # no running loop yet: the next call starts it
+                self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_interval)
+            if not self.process.alive():
+                log.warning("local tritonserver exited; restarting")
+                await asyncio.to_thread(self.process.start)
+                self.restarts += 1
+
+    async def ready(self) -> bool:
+        self._ensure_supervisor()
+        return self.process.alive() and await super().ready()
+
+    async def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._ensure_supervisor()
+        return await super().infer(batch)
+
+    async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        await super().close()
+        await asyncio.to_thread(self.process.stop)

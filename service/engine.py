@@ -1,0 +1,238 @@
+"""The scoring engine: events -> windows -> tensors -> component logits -> ensemble decisions.
+
+Everything between the HTTP layer and the backend lives here, so the BentoML service stays a thin, readable shell and
+tests can drive the same engine in process. Windows, tokens and features come from the shared seqguard modules; the
+combination of components is `seqguard.scoring.Scorer`, the very object `seqguard evaluate` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seqguard.config import SequenceConfig
+from seqguard.events import Event
+from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace, encode_window
+from seqguard.io import events_to_frame
+from seqguard.sequences import iter_windows, sort_for_sequences, state_columns
+from service.backends import Backend, BackendUnavailable
+from service.batcher import MicroBatcher, QueueFull
+from service.settings import ServiceSettings
+from service.state import StateStore, StateStoreError
+
+log = logging.getLogger("seqguard.engine")
+
+
+class RequestError(Exception):
+    """A request the service will not process; carries the HTTP status and per-field details."""
+
+    def __init__(self, status: int, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or []
+
+
+@dataclass
+class Window:
+    entity_id: str
+    encoded: Encoded
+    n_events: int
+    degraded_reasons: list[str] = field(default_factory=list)
+
+
+class ScoringEngine:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        seq_cfg: SequenceConfig,
+        scorer: Any,
+        backend: Backend,
+        store: StateStore,
+        model_version: str,
+        metrics: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.cfg = seq_cfg
+        self.scorer = scorer
+        self.backend = backend
+        self.store = store
+        self.model_version = model_version
+        self.metrics = metrics
+        self.vocab_size = TokenSpace.of(seq_cfg).vocab_size
+        self.batcher = MicroBatcher(
+            self._infer,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue=settings.max_queue,
+            on_batch=self._on_batch,
+        )
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Request checks beyond the schema: limits and timestamps a model should never see.
+
+    def check_events(self, events: Sequence[Event]) -> None:
+        s = self.settings
+        if not events:
+            raise RequestError(422, "no events", [{"field": "events", "reason": "must contain at least one event"}])
+        if len(events) > s.max_events_per_request:
+            raise RequestError(
+                422,
+                "too many events",
+                [
+                    {
+                        "field": "events",
+                        "reason": f"{len(events)} events; at most {s.max_events_per_request} per request",
+                    }
+                ],
+            )
+        now = time.time()
+        details = []
+        for i, e in enumerate(events):
+            t = e.ts.timestamp()
+            if t > now + s.max_future_skew_s:
+                details.append({"field": f"events.{i}.ts", "reason": "more than the allowed skew in the future"})
+            elif t < now - s.max_event_age_days * 86400.0:
+                details.append({"field": f"events.{i}.ts", "reason": f"older than {s.max_event_age_days:g} days"})
+            if getattr(e, self.cfg.entity_key) is None:
+                details.append({"field": f"events.{i}.{self.cfg.entity_key}", "reason": "the entity key is missing"})
+        if details:
+            raise RequestError(422, "events rejected", details[:100])
+        entities = {getattr(e, self.cfg.entity_key) for e in events}
+        if len(entities) > s.max_entities_per_request:
+            raise RequestError(
+                422,
+                "too many entities",
+                [{"field": "events", "reason": f"{len(entities)} entities; at most {s.max_entities_per_request}"}],
+            )
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # The three ways to build windows
+
+    def windows_from_events(self, events: Sequence[Event]) -> list[Window]:
+        frame = sort_for_sequences(events_to_frame([e.model_dump() for e in events]), self.cfg)
+        return [
+            Window(entity, encode_window(cols, self.cfg), end - start)
+            for entity, start, end, cols in iter_windows(frame, self.cfg, "entity")
+        ]
+
+    async def windows_from_state(self, events: Sequence[Event]) -> list[Window]:
+        by_entity: dict[str, list[Event]] = {}
+        for e in events:
+            by_entity.setdefault(str(getattr(e, self.cfg.entity_key)), []).append(e)
+        windows = []
+        for entity, evs in by_entity.items():
+            try:
+                state, _added = await asyncio.to_thread(self.store.append, entity, evs)
+            except StateStoreError as err:
+                log.warning("state store unavailable: %s", err)
+                if self.metrics:
+                    self.metrics.state_errors.inc()
+                # Score what this request carries rather than failing: the answer says it is partial.
+                for w in self.windows_from_events(evs):
+                    w.degraded_reasons.append("state_store_unavailable")
+                    windows.append(w)
+                continue
+            windows.append(Window(entity, encode_window(state_columns(state), self.cfg), len(state.records)))
+        return windows
+
+    def windows_from_sequences(self, sequences: Sequence[Any]) -> list[Window]:
+        details = []
+        windows = []
+        max_len = self.cfg.max_len
+        for i, seq in enumerate(sequences):
+            ids = np.asarray(seq.input_ids, dtype=np.int64)
+            if len(ids) > max_len:
+                details.append({"field": f"sequences.{i}.input_ids", "reason": f"longer than {max_len} tokens"})
+            elif ids[0] != CLS_ID or ids[-1] != SEP_ID:
+                details.append(
+                    {"field": f"sequences.{i}.input_ids", "reason": "must start with [CLS] and end with [SEP]"}
+                )
+            elif ids.min() < 0 or ids.max() >= self.vocab_size:
+                details.append(
+                    {"field": f"sequences.{i}.input_ids", "reason": f"ids must lie in 0..{self.vocab_size - 1}"}
+                )
+            missing = [f for f in FEATURE_NAMES if f not in seq.features]
+            unknown = sorted(set(seq.features) - set(FEATURE_NAMES))
+            if missing:
+                details.append({"field": f"sequences.{i}.features", "reason": f"missing {missing[:5]}"})
+            if unknown:
+                details.append({"field": f"sequences.{i}.features", "reason": f"unknown {unknown[:5]}"})
+            if details:
+                continue
+            feats = np.array([seq.features[f] for f in FEATURE_NAMES], dtype=np.float32)
+            if not np.isfinite(feats).all():
+                details.append({"field": f"sequences.{i}.features", "reason": "values must be finite"})
+                continue
+            enc = Encoded(ids, np.zeros_like(ids), feats)
+            windows.append(Window(seq.entity_id, enc, (len(ids) - 2) // 2))
+        if details:
+            raise RequestError(422, "sequences rejected", details[:100])
+        if not windows:
+            raise RequestError(422, "no sequences", [{"field": "sequences", "reason": "must not be empty"}])
+        if len(windows) > self.settings.max_entities_per_request:
+            raise RequestError(422, "too many sequences", [{"field": "sequences", "reason": "over the entity limit"}])
+        return windows
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Scoring
+
+    async def _infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return await self.backend.infer(batch)
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.batch_size.observe(size)
+            self.metrics.backend_latency.labels(backend=self.backend.name).observe(seconds)
+
+    async def score(self, windows: list[Window]) -> list[dict[str, Any]]:
+        reasons: list[str] = []
+        logits: dict[str, np.ndarray] | None = None
+        if self.scorer.components:
+            try:
+                logits = await asyncio.wait_for(
+                    self.batcher.submit([w.encoded for w in windows]), self.settings.request_timeout_ms / 1000.0
+                )
+            except QueueFull as e:
+                raise RequestError(429, f"overloaded: {e}") from None
+            except (BackendUnavailable, TimeoutError) as e:
+                if self.metrics:
+                    self.metrics.fallbacks.labels(reason=type(e).__name__).inc()
+                if self.settings.failure_policy == "fail_closed":
+                    raise RequestError(503, "model backend unavailable (fail_closed policy)") from None
+                log.warning("backend unavailable, answering degraded: %s", e)
+                reasons.append("model_backend_unavailable")
+                logits = None
+        features = np.stack([w.encoded.features for w in windows])
+        decisions = self.scorer.score(logits, features)
+        results = []
+        for w, d in zip(windows, decisions, strict=True):
+            r = d.to_dict()
+            r.update(
+                entity_id=w.entity_id,
+                model_version=self.model_version,
+                n_events=w.n_events,
+                degraded_reasons=reasons + w.degraded_reasons,
+            )
+            r["degraded"] = bool(r.get("degraded")) or bool(r["degraded_reasons"])
+            results.append(r)
+            if self.metrics:
+                self.metrics.scores.observe(r["score"])
+                self.metrics.decisions.labels(decision=r["decision"]).inc()
+                if r["degraded"]:
+                    self.metrics.degraded.inc()
+        return results
+
+    async def ready(self) -> bool:
+        return await self.backend.ready()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.backend.close()
+        self.store.close()

@@ -1,0 +1,75 @@
+"""Assemble a ScoringEngine from the Triton repository and the service settings.
+
+The repository is verified against its manifest first: a file that does not match its recorded sha256 stops the
+service before it answers anything. Everything the service needs (sequence config, scorer files, ONNX files, the
+model version) comes from that one verified folder, whichever backend serves the models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seqguard.config import SequenceConfig
+from seqguard.manifest import ManifestError, verify_repository
+from seqguard.scoring.scorer import Scorer
+from service.backends import Backend, CircuitBreaker, EmbeddedBackend, LocalTritonBackend, TritonBackend
+from service.engine import ScoringEngine
+from service.settings import ServiceSettings
+from service.state import MemoryStateStore, RedisStateStore, StateStore
+
+
+class RepositoryError(RuntimeError):
+    pass
+
+
+def build_backend(settings: ServiceSettings, manifest: Any) -> Backend:
+    repo = settings.repo
+    components = manifest.component_names
+    if settings.backend == "embedded":
+        return EmbeddedBackend(
+            {c.name: repo / c.file for c in manifest.components}, intra_op_threads=settings.intra_op_threads
+        )
+    kwargs: dict[str, Any] = {
+        "timeout_seconds": settings.triton_timeout_ms / 1000.0,
+        "retries": settings.triton_retries,
+        "breaker": CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s),
+    }
+    if settings.backend == "triton":
+        return TritonBackend(settings.triton_url, components, **kwargs)
+    return LocalTritonBackend(Path(repo), components, **kwargs)
+
+
+def build_store(settings: ServiceSettings, cfg: SequenceConfig) -> StateStore:
+    if settings.state == "redis":
+        assert settings.redis_url is not None
+        return RedisStateStore(settings.redis_url, cfg, ttl_seconds=settings.state_ttl_s)
+    return MemoryStateStore(cfg, max_entities=settings.state_max_entities, ttl_seconds=settings.state_ttl_s)
+
+
+def build_engine(settings: ServiceSettings, metrics: Any = None) -> ScoringEngine:
+    repo = Path(settings.repo)
+    if not (repo / "manifest.json").exists():
+        raise RepositoryError(
+            f"no model repository at {repo.resolve()} (manifest.json missing): run `make model` to build the demo "
+            "model, or set SEQGUARD_REPO to a repository written by `seqguard export`"
+        )
+    try:
+        manifest = verify_repository(repo)
+    except ManifestError as e:
+        raise RepositoryError(str(e)) from None
+    cfg = manifest.sequence_config_model()
+    # The scorer's files sit in the repository root, pinned by the manifest like the models.
+    scorer = Scorer.load(repo)
+    missing = sorted(set(scorer.components) - set(manifest.component_names))
+    if missing:
+        raise RepositoryError(f"{repo}: the ensemble needs {missing}, which the repository does not serve")
+    return ScoringEngine(
+        settings,
+        cfg,
+        scorer,
+        build_backend(settings, manifest),
+        build_store(settings, cfg),
+        model_version=manifest.model_version,
+        metrics=metrics,
+    )

@@ -1,0 +1,69 @@
+"""The service's own configuration: typed, read once from SEQGUARD_* environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "SEQGUARD_"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo: Path = Field(Path("triton_repo"), description="Triton model repository with manifest.json")
+    backend: Literal["embedded", "triton", "local_triton"] = "embedded"
+    triton_url: str = Field("127.0.0.1:8001", description="host:port of Triton's gRPC endpoint (backend=triton)")
+    triton_timeout_ms: float = Field(1000.0, gt=0, le=60_000)
+    triton_retries: int = Field(2, ge=0, le=10)
+    breaker_failures: int = Field(5, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(5.0, gt=0, le=600)
+    intra_op_threads: int = Field(0, ge=0, le=256, description="embedded ONNX Runtime threads; 0 = all cores")
+    state: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    state_ttl_s: float = Field(86_400.0, gt=0)
+    state_max_entities: int = Field(100_000, ge=1)
+    max_events_per_request: int = Field(5_000, ge=1, le=1_000_000)
+    max_entities_per_request: int = Field(1_000, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(32, ge=1, le=1024)
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_queue: int = Field(4096, ge=1)
+    request_timeout_ms: float = Field(2000.0, gt=0, le=120_000)
+    failure_policy: Literal["fail_open", "fail_closed"] = Field(
+        "fail_open", description="backend down: answer from rules + unsupervised (degraded), or refuse with 503"
+    )
+    api_keys: tuple[str, ...] = Field((), description="comma-separated keys; empty = no auth")
+    max_future_skew_s: float = Field(300.0, ge=0, description="events further in the future are rejected")
+    max_event_age_days: float = Field(3650.0, gt=0, description="older events are rejected")
+    log_salt: str = Field("seqguard", description="salt for the hashes that replace identifiers in logs")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServiceSettings:
+        if self.state == "redis" and not self.redis_url:
+            raise ValueError("redis_url: required when state is redis (SEQGUARD_REDIS_URL)")
+        return self
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ServiceSettings:
+        env = dict(os.environ if env is None else env)
+        raw: dict[str, object] = {}
+        for name in cls.model_fields:
+            value = env.get(ENV_PREFIX + name.upper())
+            if value is None or value == "":
+                continue
+            raw[name] = tuple(k.strip() for k in value.split(",") if k.strip()) if name == "api_keys" else value
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(map(str, x['loc'])).upper() or 'SETTINGS'}: {x['msg']}" for x in e.errors()
+            )
+            raise SettingsError(f"invalid service settings: {problems}") from None

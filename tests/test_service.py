@@ -1,0 +1,365 @@
+"""The scoring service end to end, through a real `bentoml serve` (and a real tritonserver / redis-server)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from seqguard.config import SequenceConfig
+from seqguard.features import encode_window
+from seqguard.io import events_to_frame
+from seqguard.scoring.scorer import Scorer
+from seqguard.sequences import iter_windows, sort_for_sequences
+from tests.support import ServerProcess, start_service
+
+pytestmark = pytest.mark.slow
+
+NOW = time.time()
+
+
+def post(url: str, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        payload = e.read()
+        try:
+            return e.code, json.loads(payload)
+        except json.JSONDecodeError:
+            return e.code, {"raw": payload.decode(errors="replace")}
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def card_testing(user: str, n: int = 8, start: float = NOW - 3600) -> list[dict[str, Any]]:
+    return [
+        {"user_id": user, "ts": start + 15 * i, "event_type": "payment_attempt", "price": 1.0 + i % 3,
+         "payment_status": "failed", "device_id": "dev-x", "event_id": f"{user}-ct-{i}"}
+        for i in range(n)
+    ]
+
+
+def shopper(user: str, start: float = NOW - 7200) -> list[dict[str, Any]]:
+    return [
+        {"user_id": user, "ts": start, "event_type": "login", "device_id": "d1", "event_id": f"{user}-0"},
+        {"user_id": user, "ts": start + 40, "event_type": "view", "item_id": "i1", "category_id": "c1",
+         "price": 25.0, "event_id": f"{user}-1"},
+        {"user_id": user, "ts": start + 130, "event_type": "add_to_cart", "item_id": "i1", "price": 25.0,
+         "event_id": f"{user}-2"},
+        {"user_id": user, "ts": start + 300, "event_type": "purchase", "item_id": "i1", "price": 25.0,
+         "event_id": f"{user}-3"},
+    ]
+
+
+@pytest.fixture(scope="module")
+def service(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log_dir = tmp_path_factory.mktemp("svc")
+    env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_MAX_BODY_BYTES": "200000",
+           "SEQGUARD_MAX_EVENTS_PER_REQUEST": "500"}
+    server, url = start_service(log_dir, env)
+    yield url
+    server.stop()
+
+
+def offline_scores(repo: Path, events: list[dict[str, Any]]) -> dict[str, float]:
+    """What `seqguard evaluate` computes for the same events: shared windows/encoding, ORT logits, the Scorer."""
+    import onnxruntime as ort
+
+    from seqguard.manifest import verify_repository
+
+    manifest = verify_repository(repo)
+    cfg = SequenceConfig.model_validate(manifest.sequence_config)
+    frame = sort_for_sequences(events_to_frame([_event(e) for e in events]), cfg)
+    ents, encs = [], []
+    for ent, _, _, cols in iter_windows(frame, cfg, "entity"):
+        ents.append(ent)
+        encs.append(encode_window(cols, cfg))
+    from seqguard.features import pad_batch
+
+    batch = pad_batch(encs)
+    logits = {}
+    for c in manifest.components:
+        sess = ort.InferenceSession(str(repo / c.file), providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        logits[c.name] = sess.run(["logits"], {k: v for k, v in batch.items() if k in names})[0]
+    decisions = Scorer.load(repo).score(logits, np.stack([e.features for e in encs]))
+    return {ent: d.score for ent, d in zip(ents, decisions, strict=True)}
+
+
+def _event(d: dict[str, Any]) -> dict[str, Any]:
+    from seqguard.events import Event
+
+    return Event.model_validate(d).model_dump()
+
+
+def test_score_matches_offline_and_carries_reasons(service: str, tiny_repo: Path) -> None:
+    events = card_testing("ct-1") + shopper("good-1")
+    status, body = post(service + "/score", {"events": events})
+    assert status == 200, body
+    results = {r["entity_id"]: r for r in body["results"]}
+    assert set(results) == {"ct-1", "good-1"}
+    ct = results["ct-1"]
+    assert ct["decision"] in ("allow", "review", "block") and 0 <= ct["score"] <= 1
+    assert ct["model_version"] and ct["degraded"] is False and ct["n_events"] == 8
+    assert ct["reasons"] and set(ct["component_scores"]) >= {"unsupervised"}
+    # The rules see eight failed payments within two minutes.
+    assert any("fail" in r["id"] or "card" in r["id"] for r in ct["rules_fired"]), ct["rules_fired"]
+    offline = offline_scores(tiny_repo, events)
+    for ent, score in offline.items():
+        assert results[ent]["score"] == pytest.approx(score, abs=1e-5)
+    # Deterministic: the same request, the same answer.
+    _, again = post(service + "/score", {"events": events})
+    assert [r["score"] for r in again["results"]] == [r["score"] for r in body["results"]]
+
+
+def test_invocations_and_ping_follow_the_sagemaker_contract(service: str) -> None:
+    events = shopper("good-2")
+    s1, a = post(service + "/invocations", {"events": events})
+    s2, b = post(service + "/score", {"events": events})
+    assert s1 == s2 == 200 and a["results"] == b["results"]
+    assert get(service + "/ping")[0] == 200 and get(service + "/readyz")[0] == 200
+
+
+def test_events_path_keeps_state_and_is_idempotent(service: str) -> None:
+    evs = card_testing("stream-1", n=6)
+    for e in evs[:3]:
+        status, body = post(service + "/events", {"events": [e]})
+        assert status == 200
+    assert body["results"][0]["n_events"] == 3
+    status, body = post(service + "/events", {"events": evs[1:]})  # two re-sent, three new
+    assert body["results"][0]["n_events"] == 6
+    status, body = post(service + "/events", {"events": evs})
+    assert body["results"][0]["n_events"] == 6
+
+
+def test_score_sequences_accepts_prebuilt_windows(service: str, tiny_repo: Path) -> None:
+    from seqguard.features import FEATURE_NAMES
+    from seqguard.manifest import verify_repository
+
+    cfg = SequenceConfig.model_validate(verify_repository(tiny_repo).sequence_config)
+    events = card_testing("seq-1")
+    frame = sort_for_sequences(events_to_frame([_event(e) for e in events]), cfg)
+    (_, _, _, cols), = list(iter_windows(frame, cfg, "entity"))
+    enc = encode_window(cols, cfg)
+    seq = {"entity_id": "seq-1", "input_ids": enc.input_ids.tolist(),
+           "features": dict(zip(FEATURE_NAMES, enc.features.astype(float).tolist(), strict=True))}
+    status, body = post(service + "/score_sequences", {"sequences": [seq]})
+    assert status == 200, body
+    _, direct = post(service + "/score", {"events": events})
+    assert body["results"][0]["score"] == pytest.approx(direct["results"][0]["score"], abs=1e-6)
+    bad = dict(seq, input_ids=[2, 99999, 3])
+    status, err = post(service + "/score_sequences", {"sequences": [bad]})
+    assert status == 422 and err["details"][0]["field"] == "sequences.0.input_ids"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"events": [{"user_id": "u", "ts": "yesterday", "event_type": "view"}]}, 400, "ts"),
+        ({"events": [{"user_id": "u", "ts": NOW, "event_type": "teleport"}]}, 400, "event_type"),
+        ({"events": [{"user_id": "u", "ts": NOW + 86400 * 30, "event_type": "view"}]}, 422, "events.0.ts"),
+        ({"events": []}, 422, "events"),
+        ({"events": [{"user_id": "u", "ts": NOW, "event_type": "view"}] * 501}, 422, "events"),
+        ({"evnts": []}, 400, "events"),
+    ],
+)
+def test_bad_requests_get_clear_4xx(service: str, body: dict, status: int, field: str) -> None:
+    got, err = post(service + "/score", body)
+    assert got == status, err
+    assert field in json.dumps(err)
+
+
+def test_payload_limit_and_garbage(service: str) -> None:
+    big = {"events": [{"user_id": "u", "ts": NOW, "event_type": "search", "text": "x" * 900}] * 300}
+    status, err = post(service + "/score", big)
+    assert status == 413 and "bytes" in err["error"]
+    status, _ = post(service + "/score", None, raw=b"{not json")
+    assert 400 <= status < 500
+
+
+def test_metrics_and_openapi(service: str) -> None:
+    post(service + "/score", {"events": shopper("m-1")})
+    status, text = get(service + "/metrics")
+    assert status == 200
+    for series in ("seqguard_score", "seqguard_decisions_total", "seqguard_backend_latency_seconds"):
+        assert series in text
+    status, spec = get(service + "/docs.json")
+    paths = json.loads(spec)["paths"]
+    assert {"/score", "/events", "/score_sequences"} <= set(paths)
+
+
+def test_api_keys(tiny_repo: Path, tmp_path: Path) -> None:
+    server, url = start_service(tmp_path, {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_API_KEYS": "k1,k2"})
+    try:
+        body = {"events": shopper("auth-1")}
+        assert post(url + "/score", body)[0] == 401
+        assert post(url + "/score", body, {"X-API-Key": "nope"})[0] == 403
+        assert post(url + "/score", body, {"X-API-Key": "k2"})[0] == 200
+        assert post(url + "/score", body, {"Authorization": "Bearer k1"})[0] == 200
+        assert get(url + "/ping")[0] == 200  # health stays public for the load balancer
+    finally:
+        server.stop()
+    log = (tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("bentoml-"))).read_text()
+    assert "auth-1" not in log  # identifiers never reach the logs in clear
+
+
+def test_redis_state_survives_restart_and_outage(tiny_repo: Path, tmp_path: Path, redis_server: str) -> None:
+    env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_STATE": "redis", "SEQGUARD_REDIS_URL": redis_server}
+    evs = card_testing("redis-1", n=6)
+    server, url = start_service(tmp_path, env)
+    try:
+        assert post(url + "/events", {"events": evs[:4]})[1]["results"][0]["n_events"] == 4
+    finally:
+        server.stop()
+    server, url = start_service(tmp_path, env)  # a new replica (or the same one, restarted)
+    try:
+        assert post(url + "/events", {"events": evs[3:]})[1]["results"][0]["n_events"] == 6
+    finally:
+        server.stop()
+    dead = {**env, "SEQGUARD_REDIS_URL": "redis://127.0.0.1:1/0"}
+    server, url = start_service(tmp_path, dead)
+    try:
+        status, body = post(url + "/events", {"events": evs[:2]})
+        assert status == 200
+        r = body["results"][0]
+        assert r["degraded"] is True and "state_store_unavailable" in r["degraded_reasons"]
+        assert "seqguard_state_store_errors_total" in get(url + "/metrics")[1]
+    finally:
+        server.stop()
+
+
+def test_triton_backend_degrades_and_recovers(tiny_repo: Path, tmp_path: Path) -> None:
+    from seqguard.tritonserver import TritonProcess, free_port
+
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    triton = TritonProcess(tiny_repo, **ports)
+    triton.start()
+    assert triton.urls is not None
+    env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_BACKEND": "triton", "SEQGUARD_TRITON_URL": triton.urls.grpc,
+           "SEQGUARD_TRITON_TIMEOUT_MS": "500", "SEQGUARD_BREAKER_COOLDOWN_S": "1"}
+    server, url = start_service(tmp_path, env)
+    try:
+        events = card_testing("tri-1") + shopper("tri-2")
+        status, healthy = post(url + "/score", {"events": events})
+        assert status == 200 and not any(r["degraded"] for r in healthy["results"])
+        offline = offline_scores(tiny_repo, events)
+        for r in healthy["results"]:
+            assert r["score"] == pytest.approx(offline[r["entity_id"]], abs=1e-5)
+        triton.stop()
+        for _ in range(3):
+            status, body = post(url + "/score", {"events": events})
+            assert status == 200, body  # never a 5xx
+            assert all(r["degraded"] and "model_backend_unavailable" in r["degraded_reasons"] for r in body["results"])
+        assert get(url + "/readyz")[0] == 503
+        triton.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            status, body = post(url + "/score", {"events": events})
+            if status == 200 and not any(r["degraded"] for r in body["results"]):
+                break
+            time.sleep(0.5)
+        assert [r["score"] for r in body["results"]] == [r["score"] for r in healthy["results"]]
+    finally:
+        server.stop()
+        triton.stop()
+
+
+def test_fail_closed_policy_refuses_with_503(tiny_repo: Path, tmp_path: Path) -> None:
+    import sys
+
+    from seqguard.tritonserver import free_port
+    from tests.support import http_ok
+
+    env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_BACKEND": "triton",
+           "SEQGUARD_TRITON_URL": f"127.0.0.1:{free_port()}", "SEQGUARD_FAILURE_POLICY": "fail_closed",
+           "SEQGUARD_TRITON_TIMEOUT_MS": "300", "BENTOML_HOME": str(tmp_path / "bh"), "BENTOML_DO_NOT_TRACK": "true"}
+    port = free_port()
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    proc = ServerProcess([bentoml, "serve", "service.service:Seqguard", "--host", "127.0.0.1", "--port", str(port)],
+                         tmp_path / "closed.log", env=env)
+    try:
+        # Not ready (no Triton behind it), yet alive: /livez answers and /score refuses clearly.
+        proc.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/livez"), timeout=90)
+        assert get(f"http://127.0.0.1:{port}/readyz")[0] == 503
+        status, body = post(f"http://127.0.0.1:{port}/score", {"events": shopper("closed-1")})
+        assert status == 503 and "fail_closed" in body["error"]
+    finally:
+        proc.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fuzzing from the service's own OpenAPI schema: whatever a client sends, the answer is never a 5xx.
+
+
+def test_fuzz_never_a_server_error(service: str) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(service + "/docs.json").include(
+        path_regex="^/(score|events|score_sequences)$"
+    )
+    operations = [r.ok() for r in schema.get_all_operations()]
+    assert len(operations) == 3
+    seen: dict[int, int] = {}
+    for op in operations:
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=op.as_strategy())
+        def run(case) -> None:
+            response = case.call(base_url=service, timeout=30)
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (case.path, case.body, response.status_code, response.text[:300])
+
+        run()
+    assert sum(seen.values()) >= 3 * 10
+
+
+def test_local_triton_backend_is_supervised(tiny_repo: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_BACKEND": "local_triton", "SEQGUARD_TRITON_TIMEOUT_MS": "2000"}
+    server, url = start_service(tmp_path, env, timeout=150)
+    try:
+        events = card_testing("lt-1")
+        status, body = post(url + "/score", {"events": events})
+        assert status == 200 and not body["results"][0]["degraded"]
+        offline = offline_scores(tiny_repo, events)
+        assert body["results"][0]["score"] == pytest.approx(offline["lt-1"], abs=1e-5)
+        children = subprocess.run(["pgrep", "-f", f"model-repository={tiny_repo.resolve()}"], capture_output=True,
+                                  text=True).stdout.split()
+        assert children, "no tritonserver child found"
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        deadline = time.time() + 90
+        recovered = False
+        while time.time() < deadline:
+            status, body = post(url + "/score", {"events": events})
+            assert status == 200  # degraded meanwhile, never a 5xx
+            if not body["results"][0]["degraded"]:
+                recovered = True
+                break
+            time.sleep(1)
+        assert recovered, "the supervisor did not bring tritonserver back"
+    finally:
+        server.stop()
+    leftover = subprocess.run(["pgrep", "-f", f"model-repository={tiny_repo.resolve()}"], capture_output=True,
+                              text=True).stdout.split()
+    assert not leftover, "tritonserver outlived the service"
