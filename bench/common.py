@@ -58,6 +58,27 @@ def load_average() -> list[float]:
         return []
 
 
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(machine busy CPU-seconds, machine total CPU-seconds, this process's CPU-seconds incl. reaped children)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    t = os.times()
+    return (sum(fields) - idle) / hz, sum(fields) / hz, t.user + t.system + t.children_user + t.children_system
+
+
+def others_share(before: tuple[float, float, float] | None, after: tuple[float, float, float] | None) -> float | None:
+    """Share of the machine's CPU capacity that other processes used between two snapshots: how contended a level
+    was. Children still running (tritonserver, bentoml) count as others until reaped, so it is an upper bound."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    others = (after[0] - before[0]) - (after[2] - before[2])
+    return round(max(0.0, others / (after[1] - before[1])), 3)
+
+
 @dataclass
 class Samples:
     """Wall times of individual calls, in seconds."""

@@ -4,6 +4,7 @@ short `seqguard loadtest --step` run (the load-test step's own tool), else repor
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,28 @@ def _quote(path: Path) -> dict[str, Any]:
                         "meets_slo": s.meets_slo} for s in r.stages]}
 
 
+_HEADLINE = re.compile(r"Highest throughput meeting `?(?P<slo>[^`*:]+)`?:\s*(?P<rps>[0-9.]+)\s*requests/s per instance"
+                       r"(?P<rest>[^\n]*(?:\n[^\n]+){0,2})")
+
+
+def _quote_doc(path: Path) -> dict[str, Any] | None:
+    """The capacity headline of the load-test step's write-up (docs/loadtest.md), with what it says about the
+    model and the box the figure was taken on."""
+    text = path.read_text()
+    m = _HEADLINE.search(text)
+    if m is None:
+        return None
+    p99 = re.search(r"p99 ([0-9.]+) ms", m.group("rest"))
+    out: dict[str, Any] = {"source": "quoted", "file": str(path), "slo_file": m.group("slo").strip(),
+                           "max_rps_meeting_slo": float(m.group("rps")),
+                           "p99_at_max_ms": float(p99.group(1)) if p99 else None}
+    for key, label in (("model_note", "Which model:"), ("box_note", "Which box:")):
+        i = text.find(label)
+        if i >= 0:
+            out[key] = " ".join(text[i + len(label):].split("\n\n")[0].split()).strip("* ")[:400]
+    return out
+
+
 def run(root: Path, repo: Path, out: Path, mode: str = "auto", steps: str = "10,40,80", duration: str = "60s",
         timeout_s: float = 180.0) -> dict[str, Any]:
     """mode: auto (quote, else measure when an SLO file exists), quote, measure, skip."""
@@ -38,8 +61,12 @@ def run(root: Path, repo: Path, out: Path, mode: str = "auto", steps: str = "10,
                     return _quote(root / rel)
                 except Exception as e:
                     log(f"  {rel}: not a capacity result ({type(e).__name__}: {e})")
-        if (root / "docs/loadtest.md").is_file() and mode == "quote":
-            return {"source": "docs/loadtest.md", "reason": "no capacity JSON; read docs/loadtest.md"}
+        doc = root / "docs/loadtest.md"
+        if doc.is_file():
+            quoted = _quote_doc(doc)
+            if quoted is not None:
+                return quoted
+            log("  docs/loadtest.md has no capacity headline to quote")
         if mode == "quote":
             return {"source": "not available", "reason": f"none of {', '.join(CANDIDATES)} exists"}
     slo = root / "infra/slo.yaml"

@@ -50,8 +50,9 @@ def model(m: dict[str, Any], accuracy: dict[str, Any] | None = None) -> str:
         if not present:
             continue
         b32 = m["batches"].get("32", {}).get(v, {})
-        frac = b32.get("peak_fraction")
-        cells.append(f"{_f(b32.get('gflops'), '.1f')} ({_f(100 * frac if frac else None, '.0f')} %)")
+        frac, roof = b32.get("peak_fraction"), b32.get("roof_fraction")
+        cells.append(f"{_f(b32.get('gflops'), '.1f')} ({_f(100 * roof if roof else None, '.0f')} % / "
+                     f"{_f(100 * frac if frac else None, '.0f')} %)")
         size = m["variants"].get(v, {}).get("size_bytes")
         cells.append("–" if size is None else f"{size / 1e6:.1f}")
         if acc:
@@ -60,7 +61,7 @@ def model(m: dict[str, Any], accuracy: dict[str, Any] | None = None) -> str:
     header = ["variant"]
     for b in m.get("batches", {}):
         header += [f"b{b} seq/s (vs eager)", f"b{b} p50 / p99 ms"]
-    header += ["b32 GFLOP/s (% fp32 peak)", "MB"]
+    header += ["b32 GFLOP/s (% of same-round GEMM / % of peak)", "MB"]
     if acc:
         header.append("ROC-AUC")
     return _table(header, rows)
@@ -87,10 +88,31 @@ def service(s: dict[str, Any]) -> str:
              _f(s["raw_backend"]["p99_ms"])],
             ["ScoringEngine in process (windowing, batcher, scorer)", _f(s["engine_in_process"]["p50_ms"]),
              _f(s["engine_in_process"]["p99_ms"])],
+            ["same engine, ORT sessions without spin-waiting (experiment, not served)",
+             _f((s.get("engine_in_process_ort_no_spinning") or {}).get("p50_ms")),
+             _f((s.get("engine_in_process_ort_no_spinning") or {}).get("p99_ms"))],
             ["POST /score through bentoml serve", _f(s["http_score"]["p50_ms"]), _f(s["http_score"]["p99_ms"])],
             ["**service overhead** (/score − raw backend)", f"**{_f(s['overhead_ms_p50'])}**",
              _f(s["overhead_ms_p99"])]]
-    return _table(["path (batch 1, one entity)", "p50 ms", "p99 ms"], rows)
+    table = _table(["path (batch 1, one entity)", "p50 ms", "p99 ms"], rows)
+    steps = _table(["step, timed alone", "p50 ms"],
+                   [[k, _f(v)] for k, v in (s.get("breakdown_p50_ms") or {}).items()])
+    return table + "\n\n" + steps
+
+
+def loadtest(lt: dict[str, Any]) -> str:
+    if lt.get("max_rps_meeting_slo") is None:
+        return f"{lt.get('source')}: {lt.get('reason') or lt.get('error') or 'no figure'}"
+    head = (f"{lt['source']} ({lt.get('command') or lt.get('file')}): highest throughput meeting "
+            f"{lt.get('slo_file')}: **{lt['max_rps_meeting_slo']:.1f} requests/s per instance** "
+            f"(p99 {_f(lt.get('p99_at_max_ms'), '.0f')} ms)")
+    if lt.get("model_note"):
+        head += f". Model: {lt['model_note']}"
+    if not lt.get("stages"):
+        return head
+    rows = [[str(s["users"]), f"{s['rps']:.1f}", _f(s["p50_ms"], ".0f"), _f(s["p99_ms"], ".0f"),
+             "yes" if s["meets_slo"] else "no"] for s in lt["stages"]]
+    return head + "\n\n" + _table(["users", "rps", "p50 ms", "p99 ms", "meets SLO"], rows)
 
 
 def render(res: dict[str, Any]) -> str:
@@ -105,6 +127,9 @@ def render(res: dict[str, Any]) -> str:
         parts += ["### Triton", triton(res["triton"])]
     if isinstance(res.get("service"), dict) and res["service"].get("http_score"):
         parts += ["### Service", service(res["service"])]
+    lt = res.get("loadtest")
+    if isinstance(lt, dict):
+        parts += ["### Sustained throughput under the SLO (load test)", loadtest(lt)]
     return "\n\n".join(parts) + "\n"
 
 

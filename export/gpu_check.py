@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "runtimes": _runtimes(),
-        "windows": int(len(labels)),
+        "windows": len(labels),
         "anomalous": int((labels == 1).sum()),
     }
     logits = {}
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     vocab = int(model.config.vocab_size)
     out["latency_ms"] = {
-        name: {f"b{b}x{length}": _latency_ms(model, b, length, dt, vocab) for b in (1, 8, 32, 128) for length in (64, 128)}
+        name: {
+            f"b{b}x{length}": _latency_ms(model, b, length, dt, vocab) for b in (1, 8, 32, 128) for length in (64, 128)
+        }
         for name, dt in (("fp32", torch.float32), ("fp16", torch.float16))
     }
     out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -50,12 +50,14 @@ def test_smoke_model_level_figures(smoke: tuple[dict[str, Any], Path]) -> None:
     bert = res["models"]["behaviour_bert"]
     assert bert["flops_per_sequence"]["total"] > 0 and bert["config"]["layers"] >= 1
     assert set(bert["batches"]) == {"1", "4"}
+    assert all(r["mean"] > 0 and r["n"] >= 6 for r in bert["roof_gflops"].values())  # the same-round GEMM roof
     expected = {"torch_fp32", "ort_fp32", "ort_fp32_fused", "ort_int8_dynamic", "ort_int8_dynamic_fused",
                 "ort_int8_static"}
     for rows in bert["batches"].values():
         assert set(rows) == expected
         for row in rows.values():
-            _positive(row, "throughput_per_s", "p50_ms", "p99_ms", "mean_ms", "gflops", "speedup_vs_torch")
+            _positive(row, "throughput_per_s", "p50_ms", "p99_ms", "mean_ms", "gflops", "speedup_vs_torch",
+                      "roof_fraction", "peak_fraction")
             assert row["n"] >= 6 and row["p99_ms"] >= row["p50_ms"] > 0
     for name, v in bert["variants"].items():
         assert v["error"] is None, name

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from seqguard.cli import CliError
+from seqguard.commands.train import quiet_openmp
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    quiet_openmp()
     from seqguard.io import DataError, RowErrors, load_mapping, read_events
     from seqguard.scoring.rules import RulesError
     from seqguard.scoring.scorer import ScorerError

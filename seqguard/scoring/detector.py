@@ -76,6 +76,7 @@ class ECODDetector:
         self.scale_: np.ndarray = np.zeros(0)
         self.threshold_: float = np.inf
         self.score_grid_: np.ndarray = np.zeros(0)  # training scores at LEVELS: percentiles for reports
+        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]] | None = None
 
     # -- fitting --------------------------------------------------------------------------------------------------
 
@@ -86,6 +87,7 @@ class ECODDetector:
             raise ValueError("the detector needs at least 2 windows to fit")
         self.n_ = n
         self.grids_ = [self._grid(np.sort(x[:, j])) for j in range(x.shape[1])]
+        self._cache = None
         mean = x.mean(axis=0)
         std = x.std(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -116,16 +118,13 @@ class ECODDetector:
         x = self._check(X).astype(np.float64)
         left = np.empty_like(x)
         right = np.empty_like(x)
-        for j, g in enumerate(self.grids_):
-            v = np.asarray(g["values"])
-            le = np.asarray(g["le"])
-            ge = np.asarray(g["ge"])
+        for j, (v, le, ge, exact) in enumerate(self._arrays()):
             col = x[:, j]
             i_le = np.searchsorted(v, col, side="right") - 1  # last grid value <= x
             i_ge = np.searchsorted(v, col, side="left")  # first grid value >= x
             p_le = np.where(i_le >= 0, le[np.clip(i_le, 0, len(v) - 1)], 0.0)
             p_ge = np.where(i_ge < len(v), ge[np.clip(i_ge, 0, len(v) - 1)], 0.0)
-            if not g["exact"] and len(v) > 1:
+            if not exact and len(v) > 1:
                 # Between two quantiles the true ECDF is unknown: interpolate instead of taking the step.
                 inside = (col > v[0]) & (col < v[-1])
                 p_le = np.where(inside, np.interp(col, v, le), p_le)
@@ -135,17 +134,26 @@ class ECODDetector:
         n = float(self.n_)
         return (n * left + 1.0) / (n + 1.0), (n * right + 1.0) / (n + 1.0)
 
-    def _tail_scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        left, right = self.tail_probs(X)
+    def _arrays(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+        """The grids as numpy arrays, built once (the JSON form holds lists)."""
+        if self._cache is None or len(self._cache) != len(self.grids_):
+            self._cache = [(np.asarray(g["values"], dtype=np.float64), np.asarray(g["le"], dtype=np.float64),
+                            np.asarray(g["ge"], dtype=np.float64), bool(g["exact"])) for g in self.grids_]
+        return self._cache
+
+    def _tail_scores(self, X: np.ndarray, tails: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray
+    ]:
+        left, right = self.tail_probs(X) if tails is None else tails
         floor = -np.log(self.tail_floor) if self.tail_floor < 1 else 0.0
         o_left = np.maximum(-np.log(left) - floor, 0.0)
         o_right = np.maximum(-np.log(right) - floor, 0.0)
         o_auto = np.where(self.skew_[None, :] < 0, o_left, o_right)
         return o_left, o_right, o_auto
 
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
-        """Anomaly score per window (higher = more anomalous), float64."""
-        o_left, o_right, o_auto = self._tail_scores(X)
+    def score_samples(self, X: np.ndarray, tails: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Anomaly score per window (higher = more anomalous), float64. `tails`: tail_probs(X), if already known."""
+        o_left, o_right, o_auto = self._tail_scores(X, tails)
         return np.maximum.reduce([o_left.sum(axis=1), o_right.sum(axis=1), o_auto.sum(axis=1)])
 
     decision_function = score_samples
@@ -161,10 +169,11 @@ class ECODDetector:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return (self.score_samples(X) > self.threshold_).astype(np.int64)
 
-    def reasons(self, X: np.ndarray, k: int = 3, min_score: float = -np.log(0.05)) -> list[list[FeatureReason]]:
+    def reasons(self, X: np.ndarray, k: int = 3, min_score: float = -np.log(0.05),
+                tails: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[FeatureReason]]:
         """Per window, up to k features deepest in a tail (tail probability below 5 % by default), deepest first."""
         x = self._check(X).astype(np.float64)
-        left, right = self.tail_probs(x)
+        left, right = self.tail_probs(x) if tails is None else tails
         high = right <= left
         tail = np.where(high, right, left)
         score = -np.log(tail)

@@ -57,6 +57,7 @@ class BatchScores:
     contributions: np.ndarray  # float64 [B, n_inputs] of the stacker used
     stacker: Stacker
     degraded: bool
+    tails: tuple[np.ndarray, np.ndarray]  # the detector's (P(X <= x), P(X >= x)) per window and feature
 
 
 class Scorer:
@@ -117,7 +118,8 @@ class Scorer:
                 if len(m) != b:
                     raise ScorerError(f"logits[{c!r}] has {len(m)} rows, features have {b}")
                 margins[c] = m
-        unsup = self.detector.score_samples(x)
+        tails = self.detector.tail_probs(x)  # once: the score and the reasons both read them
+        unsup = self.detector.score_samples(x, tails)
         hits = self.rules.hits(x)
         tab = self.ensemble.tabular.decision_function(x) if self.ensemble.tabular is not None else None
         stacker = self.ensemble.degraded if logits is None else self.ensemble.main
@@ -135,7 +137,7 @@ class Scorer:
         t = stacker.thresholds
         rank = np.where(score >= t["block"], 2, np.where(score >= t["review"], 1, 0))
         rank = np.maximum(rank, self.rules.outcome_rank(hits))
-        return BatchScores(score, rank.astype(np.int64), comps, hits, contrib, stacker, degraded)
+        return BatchScores(score, rank.astype(np.int64), comps, hits, contrib, stacker, degraded, tails)
 
     # -- per window -----------------------------------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class Scorer:
         """One Decision per window. `logits`: component name -> [B, 2] float32, or None when the backend is down."""
         bs = self.score_batch(logits, features)
         feats = np.asarray(features, dtype=np.float32)
-        detector_reasons = self.detector.reasons(feats, self.reason_k)
+        detector_reasons = self.detector.reasons(feats, self.reason_k, tails=bs.tails)
         model_inputs = [(i, name.removeprefix("margin:")) for i, name in enumerate(bs.stacker.inputs)
                         if name.startswith("margin:") or name == TABULAR]
         out = []

@@ -58,15 +58,19 @@ class TreeModel:
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise ValueError(f"expected [batch, {len(self.feature_names)}] features, got {list(x.shape)}")
         b, t_count = x.shape[0], len(self.trees)
-        node = np.zeros((b, t_count), dtype=np.int64)
-        trees = np.arange(t_count)[None, :]
-        rows = np.arange(b)[:, None]
+        width = self._left.shape[1]
+        # Flat indexing into the padded [tree, node] arrays: node ids carry their tree's offset.
+        base = (np.arange(t_count) * width)[None, :]
+        left, right = self._left.ravel(), self._right.ravel()
+        feature, threshold, leaf = self._feature.ravel(), self._threshold.ravel(), self._leaf.ravel()
+        node = np.broadcast_to(base, (b, t_count)).copy()
+        xf = x.ravel()
+        row = (np.arange(b) * x.shape[1])[:, None]
         for _ in range(self._depth):
-            f = self._feature[trees, node]
-            go_left = x[rows, f] <= self._threshold[trees, node]
-            nxt = np.where(go_left, self._left[trees, node], self._right[trees, node])
-            node = np.where(self._leaf[trees, node], node, nxt)
-        return self.baseline + self._value[trees, node].sum(axis=1)
+            go_left = xf[row + feature[node]] <= threshold[node]
+            nxt = base + np.where(go_left, left[node], right[node])
+            node = np.where(leaf[node], node, nxt)
+        return self.baseline + self._value.ravel()[node].sum(axis=1)
 
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, max_iter: int = 300, max_leaf_nodes: int = 31,

@@ -97,15 +97,19 @@ def pretrain(encoded: list[Encoded], idx: np.ndarray, seq_cfg: SequenceConfig, c
             inputs, labels = mask_tokens(batch["input_ids"], cfg.mask_prob, vocab, gen)
             if not bool((labels != -100).any()):
                 continue
-            out = model(input_ids=inputs, attention_mask=batch["attention_mask"],
-                        token_type_ids=batch["token_type_ids"], labels=labels)
+            # The prediction head (hidden -> vocabulary) runs on the masked positions only: the loss is the same as
+            # BertForMaskedLM(labels=...) computes, at about a third less compute per step.
+            hidden = model.bert(input_ids=inputs, attention_mask=batch["attention_mask"],
+                                token_type_ids=batch["token_type_ids"]).last_hidden_state
+            chosen = labels != -100
+            loss_t = torch.nn.functional.cross_entropy(model.cls(hidden[chosen]), labels[chosen])
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss_t.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             steps += 1
-            loss = out.loss.item()
+            loss = loss_t.item()
             loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
             bar.update(1)
             bar.set_postfix(mlm_loss=f"{loss_avg:.3f}")

@@ -10,7 +10,7 @@
                            not served, not part of the ensemble)
     unsupervised.json      the ECOD detector (seqguard.scoring.detector)
     rules.yaml             the rules the ensemble was fitted with
-    ensemble.json          stackers, thresholds (seqguard.scoring.ensemble)
+    ensemble.json          stackers, thresholds and the aggregate-feature trees (seqguard.scoring.ensemble, .tabular)
     metrics.json           validation / test metrics, timings, sizes, studies
     calibration.npz        validation windows for export parity gates and int8 calibration (seqguard.train.calibration)
 

@@ -90,7 +90,7 @@ def positive_weight(y: np.ndarray, spec: float | str) -> float:
 class FitResult:
     best_round: int  # an epoch, unless min_steps stretched training (then total steps / cfg.epochs)
     best_val_pr_auc: float | None
-    epochs_run: int
+    rounds_run: int
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
@@ -111,7 +111,7 @@ def fit_classifier(
     desc: str,
     progress: bool = False,
 ) -> FitResult:
-    """Fine-tune a sequence classifier in place; the best epoch by validation PR-AUC is restored at the end."""
+    """Fine-tune a sequence classifier in place; the best round by validation PR-AUC is restored at the end."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 

@@ -106,7 +106,7 @@ def fit_tabular(x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> TreeModel:
 
 def _fit_meta(fit: dict[str, Any]) -> dict[str, Any]:
     """What a model folder records about its training: no wall times, so the same training writes the same files."""
-    return {k: fit[k] for k in ("best_round", "best_val_pr_auc", "epochs_run", "steps")}
+    return {k: fit[k] for k in ("best_round", "best_val_pr_auc", "rounds_run", "steps")}
 
 
 def _prepare_out(out_dir: Path) -> Path:
@@ -197,7 +197,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         models[BERT] = bert
         entries.append(save_model(bert, tokenizer, out / BERT, seq, BERT, "bert",
                                   {"pretrained": pre.model is not None, "fit": _fit_meta(fits[BERT])}))
-        st.done("bert fine-tuning", f"best round {fit.best_round}/{fit.epochs_run}, val PR-AUC "
+        st.done("bert fine-tuning", f"best round {fit.best_round}/{fit.rounds_run}, val PR-AUC "
                                     f"{fit.best_val_pr_auc or float('nan'):.4f}")
         if cfg.rnn.enabled:
             rnn = rnn_stage.new_rnn(seq, cfg.rnn, cfg.seed)
@@ -206,7 +206,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
             fits[RNN] = fit.to_dict()
             models[RNN] = rnn
             entries.append(save_model(rnn, tokenizer, out / RNN, seq, RNN, "rnn", {"fit": _fit_meta(fits[RNN])}))
-            st.done("rnn training", f"best round {fit.best_round}/{fit.epochs_run}, val PR-AUC "
+            st.done("rnn training", f"best round {fit.best_round}/{fit.rounds_run}, val PR-AUC "
                                     f"{fit.best_val_pr_auc or float('nan'):.4f}")
     elif pre.model is not None:
         pre.model.save_pretrained(out / ENCODER)

@@ -91,6 +91,14 @@ def write_report(out: Path, m: dict[str, Any], curves: dict[str, tuple[np.ndarra
         add(f"| {LABELS.get(name, name)} | {_f(s['roc_auc'])} | {_f(s['pr_auc'])} | {_f(s[RECALL_KEY])} | "
             f"{_f(s.get('precision_at_100'))} |")
     add("")
+    add("")
+    add("Rows: the served ensemble (`Scorer.score`, the service's function); the same with logits=None (backend "
+        "down); its inputs one by one (sequence-model logit margins, the aggregate-feature trees, the ECOD detector); "
+        "and baselines fitted here on the training days: the rules alone, an isolation forest (unsupervised) and "
+        "gradient boosting (supervised) on the aggregate features. The gradient-boosting baseline is the same kind "
+        "of estimator as the ensemble's aggregate trees, so the two rows agree closely: the baseline question "
+        "becomes what the sequence models add on top (next sections).")
+    add("")
     add(f"![ROC]({plots['roc']}) ![PR]({plots['pr']})")
     add("")
     add(f"## Per scenario ({m['split']}): recall at 1 % FPR")
