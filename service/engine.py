@@ -19,8 +19,7 @@ import numpy as np
 from seqguard.config import SequenceConfig
 from seqguard.events import Event
 from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace, encode_window
-from seqguard.io import events_to_frame
-from seqguard.sequences import iter_windows, sort_for_sequences, state_columns
+from seqguard.sequences import EntityState, append_events, state_columns
 from service.backends import Backend, BackendUnavailable
 from service.batcher import MicroBatcher, QueueFull
 from service.settings import ServiceSettings
@@ -116,18 +115,23 @@ class ScoringEngine:
     # The three ways to build windows
 
     def windows_from_events(self, events: Sequence[Event]) -> list[Window]:
-        frame = sort_for_sequences(events_to_frame([e.model_dump() for e in events]), self.cfg)
-        return [
-            Window(entity, encode_window(cols, self.cfg), end - start)
-            for entity, start, end, cols in iter_windows(frame, self.cfg, "entity")
-        ]
+        # The streaming update on an empty state is exactly the batch window (a property test holds the two
+        # together), and it skips building a DataFrame for a request of a few dozen events.
+        windows = []
+        for entity, evs in self._by_entity(events).items():
+            state, _ = append_events(EntityState.empty(), evs, self.cfg)
+            windows.append(Window(entity, encode_window(state_columns(state), self.cfg), len(state.records)))
+        return windows
 
-    async def windows_from_state(self, events: Sequence[Event]) -> list[Window]:
+    def _by_entity(self, events: Sequence[Event]) -> dict[str, list[Event]]:
         by_entity: dict[str, list[Event]] = {}
         for e in events:
             by_entity.setdefault(str(getattr(e, self.cfg.entity_key)), []).append(e)
+        return by_entity
+
+    async def windows_from_state(self, events: Sequence[Event]) -> list[Window]:
         windows = []
-        for entity, evs in by_entity.items():
+        for entity, evs in self._by_entity(events).items():
             try:
                 state, _added = await asyncio.to_thread(self.store.append, entity, evs)
             except StateStoreError as err:
