@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             variants = build_variants(bert.path, work / "bert", flavor, _calibration_bert(bert, windows),
                                       include_static=not args.no_static)
 
-        runner.level("model", prepare_bert, key="prepare_behaviour_bert")
+        first = next(lv for lv in ("model", "accuracy", "system") if lv in wanted)
+        runner.level(first, prepare_bert, key="prepare_behaviour_bert")
     if bert is not None and variants is not None:
         runner.level("model", lambda: _model(results, bert, variants, batches, budget, peak_gflops),
                      key="model_behaviour_bert")

@@ -40,11 +40,14 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def operating_point(ranks: np.ndarray, y: np.ndarray, scenario: np.ndarray) -> dict[str, Any]:
-    """What the deployed decisions do: share of normal windows reviewed / blocked, recall per scenario."""
+def operating_point(ranks: np.ndarray, y: np.ndarray, scenario: np.ndarray,
+                    rule_ranks: np.ndarray | None = None) -> dict[str, Any]:
+    """What the deployed decisions do: share of normal windows reviewed / blocked (and how many of those a rule
+    raised), recall per scenario."""
     y = y.astype(bool)
     out: dict[str, Any] = {
         "normal_windows": int((~y).sum()),
+        "normal_raised_by_rules": int((rule_ranks[~y] >= 1).sum()) if rule_ranks is not None else None,
         "review_or_block_fpr": float((ranks[~y] >= 1).mean()) if (~y).any() else None,
         "block_fpr": float((ranks[~y] >= 2).mean()) if (~y).any() else None,
         "review_or_block_recall": float((ranks[y] >= 1).mean()) if y.any() else None,
@@ -108,8 +111,12 @@ def evaluate_checkpoint(
         "windows": len(idx),
         "anomalous": int(y[idx].sum()),
         "scores": {name: full_report(y[idx], s, scen, unseen) for name, s in sources.items()},
-        "operating_point": operating_point(ranks, y[idx], scen),
+        "operating_point": operating_point(ranks, y[idx], scen,
+                                           scorer.rules.outcome_rank(scorer.rules.hits(ws.features[idx]))),
         "thresholds": scorer.thresholds,
+        "review_fpr": scorer.ensemble.review_fpr,
+        "block_fpr": scorer.ensemble.block_fpr,
+        "stacker_fit": scorer.ensemble.main.metrics,
     }
     train_metrics_path = models_dir / METRICS_FILE
     train_metrics = json.loads(train_metrics_path.read_text()) if train_metrics_path.is_file() else {}
