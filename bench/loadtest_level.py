@@ -39,13 +39,15 @@ def _quote_doc(path: Path) -> dict[str, Any] | None:
     if m is None:
         return None
     p99 = re.search(r"p99 ([0-9.]+) ms", m.group("rest"))
-    out: dict[str, Any] = {"source": "quoted", "file": str(path), "slo_file": m.group("slo").strip(),
+    out: dict[str, Any] = {"source": "quoted", "file": str(path.relative_to(path.parents[1])),
+                           "slo_file": m.group("slo").strip(),
                            "max_rps_meeting_slo": float(m.group("rps")),
                            "p99_at_max_ms": float(p99.group(1)) if p99 else None}
     for key, label in (("model_note", "Which model:"), ("box_note", "Which box:")):
         i = text.find(label)
         if i >= 0:
-            out[key] = " ".join(text[i + len(label):].split("\n\n")[0].split()).strip("* ")[:400]
+            paragraph = " ".join(text[i + len(label):].split("\n\n")[0].split()).strip("* ")
+            out[key] = paragraph.split(". ")[0].rstrip(".") + "."  # its first sentence says which
     return out
 
 

@@ -107,7 +107,7 @@ def loadtest(lt: dict[str, Any]) -> str:
             f"{lt.get('slo_file')}: **{lt['max_rps_meeting_slo']:.1f} requests/s per instance** "
             f"(p99 {_f(lt.get('p99_at_max_ms'), '.0f')} ms)")
     if lt.get("model_note"):
-        head += f". Model: {lt['model_note']}"
+        head += f". Which model, as the source says: {lt['model_note']}"
     if not lt.get("stages"):
         return head
     rows = [[str(s["users"]), f"{s['rps']:.1f}", _f(s["p50_ms"], ".0f"), _f(s["p99_ms"], ".0f"),

@@ -127,7 +127,7 @@ def _breakdown(engine: Any, events: list[dict[str, Any]], parsed: list[Any], fee
     steps: dict[str, Any] = {
         "validate_events (pydantic)": lambda: [Event.model_validate(e) for e in events],
         "check_events": lambda: engine.check_events(parsed),
-        "windows_from_events (frame, sort, windows, encode_window)": lambda: engine.windows_from_events(parsed),
+        "windows_from_events (windowing + encode_window)": lambda: engine.windows_from_events(parsed),
         "backend infer (raw)": lambda: engine.backend.infer_sync(feed),
         "scorer.score (ensemble, rules, detector)": lambda: engine.scorer.score(logits, features),
     }
