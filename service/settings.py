@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from seqguard.envsettings import settings_from_env
 
 ENV_PREFIX = "SEQGUARD_"
 
@@ -53,17 +54,10 @@ class ServiceSettings(BaseModel):
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ServiceSettings:
-        env = dict(os.environ if env is None else env)
-        raw: dict[str, object] = {}
-        for name in cls.model_fields:
-            value = env.get(ENV_PREFIX + name.upper())
-            if value is None or value == "":
-                continue
-            raw[name] = tuple(k.strip() for k in value.split(",") if k.strip()) if name == "api_keys" else value
+        def decode(name: str, value: str) -> object:
+            return tuple(k.strip() for k in value.split(",") if k.strip()) if name == "api_keys" else value
+
         try:
-            return cls.model_validate(raw)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(map(str, x['loc'])).upper() or 'SETTINGS'}: {x['msg']}" for x in e.errors()
-            )
-            raise SettingsError(f"invalid service settings: {problems}") from None
+            return settings_from_env(cls, ENV_PREFIX, env, decode)
+        except ValueError as e:
+            raise SettingsError(f"invalid service settings: {e}") from None

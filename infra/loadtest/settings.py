@@ -7,12 +7,12 @@ also let someone run `locust -f infra/loadtest/locustfile.py` by hand with the s
 from __future__ import annotations
 
 import json
-import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seqguard.contracts import ENSEMBLE_MODEL
+from seqguard.envsettings import settings_from_env
 
 ENV_PREFIX = "SEQGUARD_LT_"
 Mode = Literal["service", "triton", "replay"]
@@ -72,21 +72,10 @@ class LoadSettings(BaseModel):
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LoadSettings:
-        env = dict(os.environ if env is None else env)
-        raw: dict[str, object] = {}
-        for name in cls.model_fields:
-            value = env.get(ENV_PREFIX + name.upper())
-            if value is None or value == "":
-                continue
-            raw[name] = json.loads(value) if name == "steps" else value
         try:
-            return cls.model_validate(raw)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(map(str, x['loc'])).upper() or 'SETTINGS'}: {x['msg']}" for x in e.errors()
-            )
-            raise LoadSettingsError(f"invalid load-test settings: {problems}") from None
-
+            return settings_from_env(cls, ENV_PREFIX, env, lambda name, v: json.loads(v) if name == "steps" else v)
+        except ValueError as e:
+            raise LoadSettingsError(f"invalid load-test settings: {e}") from None
 
 def expected_endpoints(settings: LoadSettings) -> list[str]:
     """The request names a run in this mode produces: SLO entries for these must have been measured."""
