@@ -51,9 +51,9 @@ def scorer_sources(scorer: Scorer, logits: dict[str, np.ndarray] | None, feature
     out: dict[str, np.ndarray] = {ENSEMBLE: np.concatenate(scores) if scores else np.zeros(0)}
     if degraded:
         out[DEGRADED] = np.concatenate(degraded)
-    for name in scorer.components:
-        if logits is not None:
-            out[name] = logit_margin(logits[name])
+    # Every model given, served by the stacker or not: a component the ensemble does not use is still reported.
+    for name in logits or {}:
+        out[name] = logit_margin(logits[name])
     if scorer.ensemble.tabular is not None:
         out[TABULAR] = scorer.ensemble.tabular.decision_function(feats)
     out[UNSUPERVISED] = scorer.detector.score_samples(feats)
