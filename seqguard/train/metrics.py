@@ -127,15 +127,16 @@ def degenerate_sources(sources: dict[str, np.ndarray], y: np.ndarray, min_positi
     y = np.asarray(y).astype(bool)
     out = []
     n_pos = int(y.sum())
+    if n_pos < min_positives:  # a property of the windows, so one entry for every source
+        out.append({"source": "every score", "where": where, "problem": "too_few_positives",
+                    "detail": f"judged on {n_pos} anomalous {where} windows (fewer than {min_positives}): its "
+                              "figures and the choices made on them are noise-prone"})
     for name, s in sources.items():
         s = np.asarray(s, dtype=np.float64)
         finite = s[np.isfinite(s)]
         if len(finite) and float(finite.max() - finite.min()) <= 1e-9 * max(1.0, abs(float(finite.max()))):
             out.append({"source": name, "where": where, "problem": "constant",
                         "detail": f"the same score ({finite[0]:.4g}) for all {len(s)} {where} windows"})
-        elif n_pos < min_positives:
-            out.append({"source": name, "where": where, "problem": "too_few_positives",
-                        "detail": f"judged on {n_pos} anomalous {where} windows (fewer than {min_positives})"})
     return out
 
 

@@ -69,8 +69,10 @@ def fit_baselines(train_x: np.ndarray, train_y: np.ndarray | None, seed: int) ->
         ISOLATION_FOREST: IsolationForest(n_estimators=200, random_state=seed, n_jobs=1).fit(train_x)
     }
     if train_y is not None and 0 < int(train_y.sum()) < len(train_y):
-        out[GRADIENT_BOOSTING] = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1,
-                                                                random_state=seed).fit(train_x, train_y)
+        # The same small-data leaf size as the ensemble's trees (seqguard.scoring.tabular), so neither is a constant.
+        out[GRADIENT_BOOSTING] = HistGradientBoostingClassifier(
+            max_iter=300, learning_rate=0.1, random_state=seed, min_samples_leaf=max(1, min(20, len(train_y) // 20)),
+        ).fit(train_x, train_y)
     return out
 
 
