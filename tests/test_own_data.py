@@ -165,6 +165,10 @@ def test_degenerate_sources_are_named():
     assert {(d["source"], d["problem"]) for d in out} == {("every score", "too_few_positives"),
                                                           ("trees", "constant")}
     assert "judged on 3 anomalous validation windows (fewer than 10)" in out[0]["detail"]
+    y = np.array([0] * 50 + [1] * 20)
+    out = degenerate_sources({"ecod": -np.arange(70.0), "good": np.arange(70.0)}, y, 10, "test")
+    assert [(d["source"], d["problem"]) for d in out] == [("ecod", "inverted")]
+    assert "ROC-AUC 0.000 on test: it ranks normal windows above anomalous ones" in out[0]["detail"]
 
 
 def test_select_stacker_reports_candidates_and_serves_the_winner_alone():
@@ -286,3 +290,12 @@ def test_unknown_config_key_exits_2_naming_it(two_hour_files, tmp_path, capsys):
                  str(tmp_path / "m"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "split.shuffle: unknown setting" in err
+
+
+def test_export_carries_the_entity_aggregation_to_the_repository(tiny_checkpoint, tiny_repo):
+    """`seqguard score` reads the aggregation from a checkpoint or a Triton repository alike."""
+    chosen = json.loads((tiny_checkpoint / "ensemble.json").read_text())[ENTITY_AGGREGATION_KEY]
+    assert chosen in ("max", "mean", "median")
+    assert Ensemble.load(tiny_repo / "ensemble.json").entity_aggregation == chosen
+    manifest = json.loads((tiny_repo / "manifest.json").read_text())
+    assert manifest["ensemble"][ENTITY_AGGREGATION_KEY] == chosen

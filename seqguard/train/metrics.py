@@ -137,6 +137,12 @@ def degenerate_sources(sources: dict[str, np.ndarray], y: np.ndarray, min_positi
         if len(finite) and float(finite.max() - finite.min()) <= 1e-9 * max(1.0, abs(float(finite.max()))):
             out.append({"source": name, "where": where, "problem": "constant",
                         "detail": f"the same score ({finite[0]:.4g}) for all {len(s)} {where} windows"})
+        elif n_pos >= min_positives and (~y).sum() >= min_positives:
+            auc = roc_auc(y, np.nan_to_num(s, nan=float(np.nanmin(s)) if len(finite) else 0.0))
+            if auc < 0.45:  # clearly below chance: the score ranks this data the wrong way round
+                out.append({"source": name, "where": where, "problem": "inverted",
+                            "detail": f"ROC-AUC {auc:.3f} on {where}: it ranks normal windows above anomalous ones "
+                                      "on this data"})
     return out
 
 
