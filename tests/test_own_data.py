@@ -95,7 +95,7 @@ def test_auto_says_which_split_it_chose_and_why(tiny_events):
     last_days = ev["ts"] >= ev["ts"].max() - 2 * 86400
     ev.loc[last_days, "is_anomaly"] = False
     sp = split_windows(build_windows(ev, cfg.sequence), cfg.split, cfg.seed)
-    assert sp.mode == "entity" and "auto: by time, validation holds" in sp.why and "split by entity" in sp.why
+    assert sp.mode == "entity" and "auto: by time, test holds 0 anomalous of" in sp.why and "split by entity" in sp.why
 
 
 def test_a_one_class_validation_stops_training_before_any_model(tiny_events, tmp_path):
