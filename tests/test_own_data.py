@@ -217,6 +217,7 @@ def test_two_hour_capture_trains_and_evaluates_at_both_levels(two_hour_files, ca
     assert "labels: 7 positive and 191 negative entities matched on user_id" in cap.err
     m = json.loads((models / "metrics.json").read_text())
     assert m["split"]["mode"] == "entity" and m["out_of_fold"]["folds"] >= 2
+    assert m["data_notes"]["labels"]["positive_entities"] == 7 and "hour of day" in m["data_notes"]["time_zone"]
     assert sum(f["positives"] for f in m["out_of_fold"]["per_fold"]) == (m["split"]["train"]["anomalous"]
                                                                          + m["split"]["val"]["anomalous"])
     assert {"behaviour_bert", "sequence_rnn", "tabular", "unsupervised"} <= set(m["test_entity"]["scores"])

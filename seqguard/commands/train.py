@@ -57,9 +57,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --labels: entities without a label are normal (default) or left out")
 
 
-def read_labelled_events(args: argparse.Namespace, entity_key: str, what: str) -> tuple[Any, Any]:
+def read_labelled_events(args: argparse.Namespace, entity_key: str, what: str) -> tuple[Any, dict[str, Any]]:
     """The events (through the mapping) with the labels table joined when given; prints both reports.
-    Returns (frame, mapping). Raises CliError with the reason."""
+    Returns (frame, notes: what the read and the join did, for metrics). Raises CliError with the reason."""
     from seqguard.io import DataError, RowErrors, load_mapping, read_events
     from seqguard.labels import LabelsError, join_labels, load_labels
 
@@ -75,13 +75,16 @@ def read_labelled_events(args: argparse.Namespace, entity_key: str, what: str) -
     print(report.summary(), file=sys.stderr)
     if report.rows_ok == 0:
         raise CliError(f"{args.data}: no usable rows to {what}")
+    notes: dict[str, Any] = {"rows_read": report.rows_read, "rows_skipped": report.rows_skipped,
+                             "values_fixed": dict(report.fixed)}
     if labels is not None:
         try:
             frame, joined = join_labels(frame, labels, entity_key, args.unlabelled)
         except LabelsError as e:
             raise CliError(str(e)) from None
         print(joined.summary(), file=sys.stderr)
-    return frame, mapping
+        notes["labels"] = {"file": str(args.labels), **joined.to_dict()}
+    return frame, notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"effective config (shipped default + {args.config or 'no overrides'}):\n"
           + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, width=120).rstrip(), file=sys.stderr)
     print(tz_note, file=sys.stderr)
-    frame, _ = read_labelled_events(args, cfg.sequence.entity_key, "train on")
+    frame, notes = read_labelled_events(args, cfg.sequence.entity_key, "train on")
+    notes["time_zone"] = tz_note
 
     from seqguard.train.pipeline import train_checkpoint
 
@@ -118,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"training '{cfg.name}' into {args.out}", file=sys.stderr)
     try:
         out = train_checkpoint(frame, cfg, args.out, progress=not args.no_progress,
-                               with_text_model=args.with_text_model, studies=args.studies)
+                               with_text_model=args.with_text_model, studies=args.studies, data_notes=notes)
     except (DatasetError, CheckpointError, RulesError) as e:
         raise CliError(str(e)) from None
     print(summary(out, time.perf_counter() - t0))

@@ -138,13 +138,15 @@ def train_checkpoint(
     with_text_model: bool = False,
     studies: bool = False,
     log: Callable[[str], None] | None = None,
+    data_notes: dict[str, Any] | None = None,
 ) -> Path:
-    """Train everything on `frame` (an events frame, labels optional) and write the checkpoint folder."""
+    """Train everything on `frame` (an events frame, labels optional) and write the checkpoint folder.
+    `data_notes`: what reading the data did (the labels join, the time zone), kept in metrics.json and the index."""
     log = log or _stderr
     out_dir = Path(out_dir)
     staging = _prepare_out(out_dir)
     try:
-        _train(frame, cfg, staging, progress, with_text_model, studies, log)
+        _train(frame, cfg, staging, progress, with_text_model, studies, log, data_notes or {})
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -153,11 +155,11 @@ def train_checkpoint(
 
 
 def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, with_text_model: bool, studies: bool,
-           log: Callable[[str], None]) -> None:
+           log: Callable[[str], None], data_notes: dict[str, Any]) -> None:
     st = _Stages(log)
     setup_torch(cfg.seed, cfg.threads)
     seq = cfg.sequence
-    metrics: dict[str, Any] = {"timings_s": st.timings}
+    metrics: dict[str, Any] = {"timings_s": st.timings, "data_notes": data_notes}
 
     ws = build_windows(frame, seq, progress)
     split = split_windows(ws, cfg.split, cfg.seed)
@@ -341,7 +343,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
                   "calibration": CALIBRATION_FILE},
         "train_config": cfg.model_dump(mode="json"),
         "split": metrics["split"],
-        "data": {"events": len(frame), "entities": len(np.unique(ws.entity)), "windows": len(ws)},
+        "data": {"events": len(frame), "entities": len(np.unique(ws.entity)), "windows": len(ws), **data_notes},
     }
     metrics["sizes_mb"] = {e["name"]: _size_mb(out / e["path"]) for e in entries}
     metrics["parameters"] = {n: int(sum(p.numel() for p in m.parameters())) for n, m in models.items()}
