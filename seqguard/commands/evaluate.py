@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on labelled events: report, metrics and plots",
         description="Score labelled events with a checkpoint (the same Scorer the service uses) and write "
         "OUT/report.md, OUT/metrics.json and PNG plots: ROC-AUC, PR-AUC, recall at 1 %% FPR and precision@k, "
-        "overall and per scenario, for every component, the ensemble and the baselines (rules only, isolation "
-        "forest, gradient boosting), plus label-efficiency and held-out-scenario studies when training ran them.",
+        "overall and per scenario, at window and entity level (with bootstrap intervals), for every component "
+        "(used by the ensemble or not), the ensemble and the baselines (rules only, isolation forest, gradient "
+        "boosting), plus label-efficiency and held-out-scenario studies when training ran them.",
     )
     p.add_argument("--models", required=True, type=Path, help="checkpoint folder written by `seqguard train`")
     p.add_argument("--data", required=True, type=Path,
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="report folder (created if missing)")
     p.add_argument("--split", choices=("test", "all"), default="test",
-                   help="score the checkpoint's test days of this data (default), or every window (new data)")
+                   help="score the checkpoint's test part of this data (its test days, or its test entities after an "
+                   "entity split; default), or every window (new data)")
     p.add_argument("--level", choices=("entity", "window", "both"), default="both",
                    help="entity: one score per entity (the checkpoint's aggregation), window: per entity-day window, "
                    "both (default)")

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train the sequence models, detector and ensemble into a checkpoint folder",
-        description="Build entity-day windows from an events file, split them by time, pretrain the behaviour BERT "
+        description="Build entity-day windows from an events file (labels per event, or per entity with --labels), "
+        "split them by time or by entity (split.mode, default auto), pretrain the behaviour BERT "
         "on unlabeled windows, fine-tune it and the sequence RNN and fit boosted trees on the aggregate features "
         "(when the data has an is_anomaly column), fit the unsupervised detector and the ensemble, and write a "
         "checkpoint folder for `seqguard export` / `evaluate`. Without labels the checkpoint holds the pretrained "
