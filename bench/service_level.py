@@ -1,5 +1,5 @@
-"""Service: POST /score for one entity through a real `bentoml serve` (tests.support.start_service), against the
-raw embedded backend (ONNX Runtime sessions of the same repository) called in process on the same window.
+"""Service: POST /score for one entity through a real `bentoml serve` (infra.loadtest.processes.ServiceProcess),
+against the raw embedded backend (ONNX Runtime sessions of the same repository) called in process on the same window.
 
 The difference of the medians is the service's own overhead at batch 1. To say where it goes, each step of a
 request is also timed alone (validation, windowing + encoding, the micro-batcher's wait + inference, the ensemble
@@ -148,15 +148,15 @@ def _split(http_p50: float, raw_p50: float, steps: dict[str, float]) -> dict[str
 
 
 def run(repo: Path, repo_note: str, work: Path, budget_s: float = 6.0, min_calls: int = 100) -> dict[str, Any]:
-    from tests.support import start_service
+    from infra.loadtest.processes import ServiceProcess
 
     events = one_entity_events()
     body = json.dumps({"events": events}).encode()
     log(f"  bentoml serve on {repo} ({len(events)} events for one entity, {len(body)} bytes)")
     logs = work / "service_logs"
     logs.mkdir(parents=True, exist_ok=True)
-    server, url = start_service(logs, {"SEQGUARD_REPO": str(repo.resolve()),
-                                       "SEQGUARD_INTRA_OP_THREADS": str(THREADS)})
+    server = ServiceProcess(repo, logs, env={"SEQGUARD_INTRA_OP_THREADS": str(THREADS)}).start(timeout=90)
+    url = server.url
     try:
         http_samples = _http_samples(url, body, budget_s, min_calls)
     finally:

@@ -1,4 +1,4 @@
-"""Triton: the local tritonserver (seqguard.tritonserver.TritonProcess) on a CPU repository, with and without
+"""Triton: the local tritonserver (seqguard.processes.tritonserver.TritonProcess) on a CPU repository, with and without
 dynamic batching, under closed-loop load of batch-1 requests to the ensemble at several concurrencies
 (tritonclient gRPC asyncio, one client process on the same 2 cores as the server).
 
@@ -127,7 +127,7 @@ def _run_levels(triton: Any, windows: list[Encoded], pad_to: int, components: li
 def run(repo: Path, repo_note: str, work: Path, windows: list[Encoded], levels: tuple[int, ...] = (1, 8, 16),
         duration_s: float = 6.0, warmup_s: float = 1.0) -> dict[str, Any]:
     from bench.repo import describe, without_dynamic_batching
-    from seqguard.tritonserver import TritonProcess
+    from seqguard.processes.tritonserver import TritonProcess
 
     info = describe(repo)
     max_len = int(info["max_len"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,6 @@ def _thresholds(ensemble: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def build_manifest(repo: Path, ckpt: Checkpoint, opts: Any, settings: Any, flavor: str | None,
                    results: list[Any]) -> Manifest:
-    from export.pipeline import now_utc
-
     ensemble = json.loads((repo / ENSEMBLE_FILE).read_text())
     backend = "python" if opts.target == "cpu" else "onnxruntime"
     # The settings common to every model (per-model node counts live in the components).
@@ -73,7 +72,7 @@ def build_manifest(repo: Path, ckpt: Checkpoint, opts: Any, settings: Any, flavo
         for r in results
     ]
     manifest = Manifest(
-        created_at=now_utc(),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         model_version=f"{ckpt.version}+{opts.target}.{opts.precision}",
         checkpoint_version=ckpt.version,
         sequence_config=ckpt.sequence_config.model_dump(mode="json"),

@@ -14,7 +14,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -355,7 +354,3 @@ def _parity_text(p: dict[str, Any]) -> str:
         parts.append("AUC drop n/a" if drop is None else f"AUC drop {drop:+.4f}")
         parts.append(f"same decision {100 * p['decision_agreement']:.1f}% ({p['decision_basis']})")
     return ", ".join(parts)
-
-
-def now_utc() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

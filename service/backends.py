@@ -183,7 +183,7 @@ class LocalTritonBackend(TritonBackend):
     name = "local_triton"
 
     def __init__(self, repo: Path, components: list[str], check_interval: float = 1.0, **kwargs: object) -> None:
-        from seqguard.tritonserver import TritonProcess, free_port
+        from seqguard.processes.tritonserver import TritonProcess, free_port
 
         # Fixed ports, so a restarted server is found where the client already points.
         self.process = TritonProcess(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())

@@ -1,88 +1,30 @@
-"""Helpers for tests that run real servers: free ports, start with a readiness probe, stop by PID."""
+"""Helpers for tests that run real servers: free ports, start with a readiness probe, stop by PID.
+
+The process plumbing is seqguard's own (seqguard.processes.supervisor; the service through the load tests'
+ServiceProcess): the tests start servers exactly as the product does.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from infra.loadtest.processes import ServiceProcess
+from seqguard.processes.supervisor import ChildProcess, free_port, http_ok, tcp_open
+
 REPO = Path(__file__).resolve().parents[1]
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["REPO", "ServerProcess", "free_port", "http_ok", "running", "start_service", "tcp_open"]
 
 
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return 200 <= r.status < 300
-    except Exception:
-        return False
-
-
-def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
-
-
-class ServerProcess:
-    """A child process in its own process group, with its output in a log file for failure messages."""
+class ServerProcess(ChildProcess):
+    """A child started at once, in its own process group, output in a log file for failure messages."""
 
     def __init__(self, cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
-        self.cmd = list(cmd)
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=str(cwd or REPO),
-            start_new_session=True,
-        )
-        self.pid = self.proc.pid
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def wait_ready(self, probe: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if probe():
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"{self.cmd[0]} not ready after {timeout}s:\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self._log.close()
+        super().__init__(cmd, log_path, env={**os.environ, **(env or {})}, cwd=cwd or REPO)
+        self.start()
 
 
 @contextlib.contextmanager
@@ -102,25 +44,10 @@ def running(
 
 
 def start_service(log_dir: Path, env: dict[str, str], port: int | None = None, timeout: float = 90.0) -> tuple[
-    ServerProcess, str
+    ServiceProcess, str
 ]:
     """A real `bentoml serve` of seqguard's service on a free port; returns the process and its base URL."""
-    import sys
-
-    port = port or free_port()
-    bentoml = str(Path(sys.executable).parent / "bentoml")
-    full_env = {
-        "BENTOML_HOME": str(log_dir / "bentoml_home"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "HF_HUB_OFFLINE": "1",
-        "SEQGUARD_INTRA_OP_THREADS": "1",
-        **env,
-    }
-    server = ServerProcess(
-        [bentoml, "serve", "service.service:Seqguard", "--host", "127.0.0.1", "--port", str(port)],
-        log_dir / f"bentoml-{port}.log",
-        env=full_env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    server.wait_ready(lambda: http_ok(url + "/readyz"), timeout=timeout)
-    return server, url
+    full_env = {"BENTOML_HOME": str(log_dir / "bentoml_home"), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1",
+                "SEQGUARD_INTRA_OP_THREADS": "1", **env}
+    server = ServiceProcess(None, log_dir, env=full_env, port=port).start(timeout=timeout)
+    return server, server.url

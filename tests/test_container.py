@@ -78,7 +78,7 @@ def test_gpu_entrypoint_supervises_triton_and_the_bento(tiny_repo: Path, tmp_pat
     env = {
         "SEQGUARD_REPO": str(tiny_repo),
         "TRITON_GRPC_PORT": str(grpc),
-        "TRITON_CMD": f"{sys.executable} -m seqguard.tritonserver --repo {tiny_repo} --http-port {http} "
+        "TRITON_CMD": f"{sys.executable} -m seqguard.processes.tritonserver --repo {tiny_repo} --http-port {http} "
                       f"--grpc-port {grpc} --metrics-port {metrics}",
         "BENTO_CMD": f"{BIN / 'bentoml'} serve service.service:Seqguard --host 127.0.0.1 --port {port}",
         "BENTOML_HOME": str(tmp_path / "home"),
@@ -99,8 +99,8 @@ def test_gpu_entrypoint_supervises_triton_and_the_bento(tiny_repo: Path, tmp_pat
             result = json.loads(r.read())["results"][0]
         assert result["degraded"] is False and result["entity_id"] == "g1"
         # Triton goes away: the entrypoint stops the bento too and exits non-zero, for the platform to replace it.
-        wrapper = subprocess.run(["pgrep", "-f", f"seqguard.tritonserver --repo {tiny_repo}"], capture_output=True,
-                                 text=True).stdout.split()
+        wrapper = subprocess.run(["pgrep", "-f", f"seqguard.processes.tritonserver --repo {tiny_repo}"],
+                                 capture_output=True, text=True).stdout.split()
         assert wrapper
         os.kill(int(wrapper[0]), signal.SIGTERM)
         code = proc.proc.wait(timeout=60)

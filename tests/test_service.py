@@ -215,7 +215,7 @@ def test_api_keys(tiny_repo: Path, tmp_path: Path) -> None:
         assert get(url + "/ping")[0] == 200  # health stays public for the load balancer
     finally:
         server.stop()
-    log = (tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("bentoml-"))).read_text()
+    log = (tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("service-"))).read_text()
     assert "auth-1" not in log  # identifiers never reach the logs in clear
 
 
@@ -245,7 +245,7 @@ def test_redis_state_survives_restart_and_outage(tiny_repo: Path, tmp_path: Path
 
 
 def test_triton_backend_degrades_and_recovers(tiny_repo: Path, tmp_path: Path) -> None:
-    from seqguard.tritonserver import TritonProcess, free_port
+    from seqguard.processes.tritonserver import TritonProcess, free_port
 
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     triton = TritonProcess(tiny_repo, **ports)
@@ -283,7 +283,7 @@ def test_triton_backend_degrades_and_recovers(tiny_repo: Path, tmp_path: Path) -
 def test_fail_closed_policy_refuses_with_503(tiny_repo: Path, tmp_path: Path) -> None:
     import sys
 
-    from seqguard.tritonserver import free_port
+    from seqguard.processes.tritonserver import free_port
     from tests.support import http_ok
 
     env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_BACKEND": "triton",

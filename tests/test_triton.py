@@ -1,7 +1,7 @@
 """The exported cpu repository in a REAL tritonserver (the nvidia-pytriton wheel's binary, python backend).
 
 Every model must load READY, and the ensemble's outputs over HTTP and gRPC must equal in-process ONNX Runtime on the
-same inputs. The server is started by the test through seqguard.tritonserver and stopped by PID.
+same inputs. The server is started by the test through seqguard.processes.tritonserver and stopped by PID.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def triton(repo: Path) -> Iterator[object]:
-    from seqguard.tritonserver import TritonProcess
+    from seqguard.processes.tritonserver import TritonProcess
 
     server = TritonProcess(repo)
     server.start(timeout=120)
@@ -152,10 +152,11 @@ def test_bad_request_is_rejected_not_fatal(triton: object) -> None:
 
 
 def test_module_entry_point(repo: Path, tmp_path: Path) -> None:
-    """`python -m seqguard.tritonserver --repo ...` verifies the manifest, serves, and stops cleanly on SIGTERM."""
+    """`python -m seqguard.processes.tritonserver --repo ...` verifies the manifest, serves, and stops cleanly on
+    SIGTERM."""
     http_port = free_port()
     server = ServerProcess(
-        [sys.executable, "-m", "seqguard.tritonserver", "--repo", str(repo), "--http-port", str(http_port),
+        [sys.executable, "-m", "seqguard.processes.tritonserver", "--repo", str(repo), "--http-port", str(http_port),
          "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
         tmp_path / "entry.log",
     )
@@ -171,7 +172,7 @@ def test_module_entry_point(repo: Path, tmp_path: Path) -> None:
 def test_start_failure_names_the_model(repo: Path, tmp_path: Path) -> None:
     import shutil
 
-    from seqguard.tritonserver import TritonError, TritonProcess
+    from seqguard.processes.tritonserver import TritonError, TritonProcess
 
     broken = tmp_path / "repo"
     shutil.copytree(repo, broken)
@@ -186,7 +187,7 @@ def test_restart_after_crash(repo: Path, tmp_path: Path) -> None:
     this), and the dead server's python-backend stubs do not outlive it."""
     import time
 
-    from seqguard.tritonserver import TritonProcess
+    from seqguard.processes.tritonserver import TritonProcess
 
     server = TritonProcess(repo, log_path=tmp_path / "triton.log")
     server.start(timeout=120)

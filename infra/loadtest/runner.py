@@ -1,27 +1,26 @@
 """Runs locust headless as a subprocess, reads the stats its locustfile wrote when it quit, and applies the SLO.
 
-The locust process is started in its own session and stopped by PID (SIGTERM, then SIGKILL) when it overruns its
-bounded duration. The figures come from the locustfile's quitting listener (locust's final stats); the CSV and HTML
-reports are locust's own and land next to the JSON.
+The locust process is a `seqguard.processes` child (its own session, a parent-death signal) stopped by PID (SIGTERM,
+then SIGKILL) when it overruns its bounded duration. The figures come from the locustfile's quitting listener
+(locust's final stats); the CSV and HTML reports are locust's own and land next to the JSON.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from infra.loadtest.collect import write_json
 from infra.loadtest.settings import LoadSettings
 from infra.loadtest.slo import SLO, Verdict, evaluate
+from seqguard.processes.supervisor import ChildProcess
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 REPO_ROOT = LOCUSTFILE.parents[2]
@@ -72,11 +71,15 @@ class RunPaths:
 class LocustRun:
     """A started locust subprocess; `wait()` returns its stats."""
 
-    proc: subprocess.Popen[bytes]
+    child: ChildProcess
     paths: RunPaths
     deadline: float
-    log_file: IO[bytes]
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self.child.proc is not None
+        return self.child.proc
 
     def wait(self) -> dict[str, Any]:
         try:
@@ -87,29 +90,16 @@ class LocustRun:
         except BaseException:
             self.stop()
             raise
-        finally:
-            self.log_file.close()
+        self.stop()  # closes the log; the group's stragglers go too
         if not self.paths.json.is_file():
             raise RunError(f"locust exited with {self.proc.returncode} without writing stats:\n{self.log_tail()}")
         return json.loads(self.paths.json.read_text(encoding="utf-8"))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self.log_file.close()
+        self.child.stop(timeout=15)
 
     def log_tail(self, n: int = 25) -> str:
-        try:
-            return "\n".join(self.paths.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return self.child.log_tail(n)
 
 
 def locust_command(host: str, paths: RunPaths, settings: LoadSettings, users: int, spawn_rate: float,
@@ -134,10 +124,9 @@ def start_locust(host: str, out: Path, settings: LoadSettings, users: int, spawn
     env = {**os.environ, **settings.to_env(),
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     total_s = settings.stage_s * len(settings.steps) if settings.steps else duration_s
-    log = open(paths.log, "wb")  # noqa: SIM115 - closed by LocustRun.wait()
-    proc = subprocess.Popen(locust_command(host, paths, settings, users, spawn_rate, duration_s), stdout=log,
-                            stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT), start_new_session=True)
-    return LocustRun(proc, paths, deadline=time.monotonic() + total_s + STARTUP_ALLOWANCE_S, log_file=log)
+    child = ChildProcess(locust_command(host, paths, settings, users, spawn_rate, duration_s), paths.log, env=env,
+                         cwd=REPO_ROOT).start()
+    return LocustRun(child, paths, deadline=time.monotonic() + total_s + STARTUP_ALLOWANCE_S)
 
 
 @dataclass

@@ -196,7 +196,7 @@ def _target(args: argparse.Namespace, repo: Path, out: Path) -> Iterator[str]:
         return
     if args.target == "triton":
         from infra.loadtest.processes import start_triton
-        from seqguard.tritonserver import TritonError
+        from seqguard.processes.tritonserver import TritonError
 
         try:
             triton = start_triton(repo)

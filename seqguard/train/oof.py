@@ -49,8 +49,8 @@ def small_data_oof(ws: WindowSet, y: np.ndarray, split: Split, cfg: TrainConfig,
     (and a log line saying why) otherwise."""
     from seqguard.train import bert as bert_stage
     from seqguard.train import rnn as rnn_stage
+    from seqguard.train.components import BERT, RNN, fit_tabular
     from seqguard.train.loop import predict_logits
-    from seqguard.train.pipeline import BERT, RNN, fit_tabular
 
     pool = np.concatenate([split.train, split.val])
     n_ent = len(np.unique(ws.entity[pool]))

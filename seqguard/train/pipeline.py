@@ -38,12 +38,12 @@ from seqguard.scoring.ensemble import Ensemble, logit_margin
 from seqguard.scoring.entity import DEFAULT_AGGREGATION, ENTITY_AGGREGATION_KEY
 from seqguard.scoring.rules import default_rules_path, load_rules
 from seqguard.scoring.scorer import Scorer
-from seqguard.scoring.tabular import TreeModel
 from seqguard.tokenizer import build_tokenizer, tokenizer_hash
 from seqguard.train import bert as bert_stage
 from seqguard.train import rnn as rnn_stage
 from seqguard.train.calibration import CALIBRATION_FILE, choose_windows, write_calibration
 from seqguard.train.checkpoint import CheckpointError, save_model, weights_hash
+from seqguard.train.components import BERT, RNN, fit_tabular
 from seqguard.train.config import TrainConfig
 from seqguard.train.dataset import build_windows, check_split, split_windows
 from seqguard.train.entity_metrics import choose_aggregation, entity_report
@@ -53,8 +53,6 @@ from seqguard.train.metrics import clean, degenerate_sources, full_report, low_n
 from seqguard.train.oof import small_data_oof
 from seqguard.train.scores import ENSEMBLE, scorer_sources
 
-BERT = "behaviour_bert"
-RNN = "sequence_rnn"
 TEXT = "text_minilm"
 ENCODER = "pretrained_encoder"
 CHECKPOINT_FORMAT = "seqguard-checkpoint-v1"
@@ -100,11 +98,6 @@ def _bert_batch1_ms(model: Any, ws: Any, idx: np.ndarray, n: int = 64) -> float:
         predict_logits(model, ws.encoded, np.array([i]))
         times.append(time.perf_counter() - t0)
     return 1000.0 * float(np.median(times)) if times else float("nan")
-
-
-def fit_tabular(x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> TreeModel:
-    t = cfg.tabular
-    return TreeModel.fit(x, y, t.max_iter, t.max_leaf_nodes, t.learning_rate, t.negative_share, cfg.seed)
 
 
 def _fit_meta(fit: dict[str, Any]) -> dict[str, Any]:

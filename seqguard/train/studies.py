@@ -22,6 +22,7 @@ from seqguard.scoring.rules import RuleSet
 from seqguard.scoring.scorer import Scorer
 from seqguard.train import bert as bert_stage
 from seqguard.train import rnn as rnn_stage
+from seqguard.train.components import fit_tabular
 from seqguard.train.config import TrainConfig
 from seqguard.train.dataset import Split, WindowSet
 from seqguard.train.loop import predict_logits
@@ -76,7 +77,6 @@ def held_out_scenarios(ws: WindowSet, split: Split, cfg: TrainConfig, encoder_st
     y = ws.y()
     keep = ~np.isin(ws.scenario, held)
     train, val = split.train[keep[split.train]], split.val[keep[split.val]]
-    from seqguard.train.pipeline import fit_tabular
 
     t0 = time.perf_counter()
     models: dict[str, Any] = {}

@@ -10,7 +10,10 @@ all start Triton through this class.
     with TritonProcess("triton_repo") as triton:
         client = tritonclient.grpc.InferenceServerClient(triton.urls.grpc)
 
-Command line: `python -m seqguard.tritonserver --repo triton_repo` (runs until Ctrl-C / SIGTERM).
+The process itself is a `ChildProcess` (seqguard.processes.supervisor): its own process group, a parent-death
+signal, a stop by PID.
+
+Command line: `python -m seqguard.processes.tritonserver --repo triton_repo` (runs until Ctrl-C / SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -30,6 +32,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from seqguard.processes.supervisor import ChildProcess, free_port
 
 _PY_TAG = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -83,12 +87,6 @@ class TritonUrls:
         return f"http://{self.metrics}/metrics"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _libpython_dir() -> str:
     # In a venv, LIBDIR still names the base interpreter's lib folder, which holds libpython3.x.so.1.0.
     return str(sysconfig.get_config_var("LIBDIR") or Path(sys.base_prefix) / "lib")
@@ -123,24 +121,27 @@ class TritonProcess:
         # hold a SIGTERM for Triton's default 30 s.
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args or [])
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: ChildProcess | None = None
         self.urls: TritonUrls | None = None
         self._workdir: Path | None = None
-        self._log_file: object | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self.child.pid if self.child else None
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc if self.child else None
 
     def start(self, timeout: float = 90.0) -> TritonProcess:
         """Start (or restart, after the process died) and wait until every model is ready."""
         if self.alive():
             return self
-        if self.proc is not None:
+        if self.child is not None:
             self.stop()  # a previous run that died: reap it and clear its temporary folder
-            self.proc = None
+            self.child = None
         if not (self.repo / "").is_dir():
             raise TritonError(f"model repository not found: {self.repo}")
         install = TritonInstall.locate()
@@ -167,11 +168,9 @@ class TritonProcess:
         env["PATH"] = os.pathsep.join((str(self.env_prefix / "bin"), env.get("PATH", "")))
         log = self._log_arg or self._workdir / "tritonserver.log"
         self.log_path = log
-        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=str(self._workdir),
-            start_new_session=True,  # its own process group, so the python-backend stubs go down with it
-        )
+        # SIGTERM to the server alone: it unloads its models and stops the python-backend stubs itself; the stubs
+        # share its process group, so whatever is left is killed with the group.
+        self.child = ChildProcess(cmd, log, env=env, cwd=self._workdir, term_group=False).start()
         try:
             self.wait_ready(timeout)
         except TritonError as e:
@@ -185,8 +184,8 @@ class TritonProcess:
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                code = self.proc.returncode if self.proc else None
+            if not self.alive():
+                code = self.child.returncode if self.child else None
                 raise TritonError(f"tritonserver exited with {code} before it was ready:\n{self.log_errors()}")
             if self.ready():
                 return
@@ -195,7 +194,7 @@ class TritonProcess:
 
     def ready(self) -> bool:
         """Server up and every model loaded (Triton's strict readiness)."""
-        if self.urls is None or self.proc is None or self.proc.poll() is not None:
+        if self.urls is None or not self.alive():
             return False
         try:
             with urllib.request.urlopen(f"http://{self.urls.http}/v2/health/ready", timeout=1.0) as r:
@@ -204,32 +203,17 @@ class TritonProcess:
             return False
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child is not None and self.child.alive()
 
     def stop(self, timeout: float | None = None, keep_log: bool = False) -> int | None:
         """SIGTERM by PID (Triton unloads its models and stops the stubs), SIGKILL to its group if it hangs.
         Returns the exit code; a log in the temporary folder is kept (moved to the temp dir) when `keep_log`."""
         code: int | None = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=timeout if timeout is not None else self.exit_timeout_s + 15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(timeout=5)
-            # Stubs that outlived the server (it was killed) still sit in its process group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            code = self.proc.returncode
-        if self._log_file is not None:
-            self._log_file.close()  # type: ignore[attr-defined]
-            self._log_file = None
+        if self.child is not None:
+            code = self.child.stop(timeout if timeout is not None else self.exit_timeout_s + 15)
         if self._workdir is not None:
             if keep_log and self.log_path and self.log_path.parent == self._workdir:
-                kept = Path(tempfile.gettempdir()) / f"seqguard-tritonserver-{self.proc.pid if self.proc else 0}.log"
+                kept = Path(tempfile.gettempdir()) / f"seqguard-tritonserver-{self.pid or 0}.log"
                 with contextlib.suppress(OSError):
                     shutil.move(str(self.log_path), kept)
                     self.log_path = kept
@@ -281,7 +265,7 @@ class TritonProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqguard.tritonserver",
+    parser = argparse.ArgumentParser(prog="python -m seqguard.processes.tritonserver",
                                      description="Serve a model repository with the wheel's standalone tritonserver.")
     parser.add_argument("--repo", type=Path, default=Path("triton_repo"), help="model repository (default triton_repo)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -297,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             verify_repository(args.repo)
         except ManifestError as e:
-            print(f"seqguard.tritonserver: error: {e}", file=sys.stderr)
+            print(f"seqguard.processes.tritonserver: error: {e}", file=sys.stderr)
             return 2
     triton = TritonProcess(args.repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                            metrics_port=args.metrics_port, log_verbose=args.log_verbose)
@@ -312,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         triton.start()
     except TritonError as e:
-        print(f"seqguard.tritonserver: error: {e}", file=sys.stderr)
+        print(f"seqguard.processes.tritonserver: error: {e}", file=sys.stderr)
         return 1
     assert triton.urls is not None
     print(f"tritonserver pid {triton.pid} ready: http {triton.urls.http}  grpc {triton.urls.grpc}  "
@@ -324,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         died = not triton.alive()
         code = triton.stop()
     if died and not stopping:
-        print(f"seqguard.tritonserver: tritonserver exited with {code}:\n{triton.log_tail()}", file=sys.stderr)
+        print(f"seqguard.processes.tritonserver: tritonserver exited with {code}:\n{triton.log_tail()}",
+              file=sys.stderr)
         return 1
     return 0
 

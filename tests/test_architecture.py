@@ -1,0 +1,102 @@
+"""The architecture holds: the import-linter layer contracts pass (and do catch a violation), and the bentofiles
+install exactly what the `serve` extra declares (pyproject is the one place for pins)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import REPO
+
+LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
+BENTOFILES = ("bentofile.yaml", "bentofile.gpu.yaml")
+PACKAGES = ("seqguard", "service", "export", "infra", "bench", "tests")
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    # The packages are found from `root` alone (not from the editable install), so a copy of the tree is judged
+    # as it is.
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([LINT_IMPORTS, "--no-cache", "--no-logo"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_layer_contracts_hold() -> None:
+    result = _lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def _copy_tree(dst: Path) -> None:
+    shutil.copy2(REPO / "pyproject.toml", dst / "pyproject.toml")
+    for pkg in PACKAGES:
+        for src in (REPO / pkg).rglob("*.py"):
+            target = dst / src.relative_to(REPO)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "expected"),
+    [
+        # The core reaching up into a stage, and the stages' process launcher.
+        ("seqguard/features.py", "import service.engine", "seqguard.features is not allowed to import service"),
+        ("seqguard/sequences.py", "import seqguard.processes.supervisor",
+         "is not allowed to import seqguard.processes"),
+        # A stage reaching into another stage, and into the CLI.
+        ("export/checkpoint.py", "import infra.deploy.config", "export is not allowed to import infra"),
+        ("service/settings.py", "import seqguard.cli", "service is not allowed to import seqguard.cli"),
+        # bench on tests, and a file cycle.
+        ("bench/common.py", "import tests.support", "bench is not allowed to import tests"),
+        ("seqguard/train/components.py", "import seqguard.train.pipeline", "No cycles are allowed in seqguard.train"),
+    ],
+)
+def test_contracts_catch_a_violation(tmp_path: Path, module: str, line: str, expected: str) -> None:
+    _copy_tree(tmp_path)
+    with open(tmp_path / module, "a") as f:
+        f.write(f"\n{line}  # the violation under test\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0, result.stdout
+    assert expected in " ".join(result.stdout.split()), result.stdout
+
+
+def _requirement_name(req: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", req, maxsplit=1)[0].lower()
+
+
+def test_bentofiles_install_exactly_base_plus_serve_extra() -> None:
+    project = _pyproject()["project"]
+    expected = sorted([*project["dependencies"], *project["optional-dependencies"]["serve"]], key=_requirement_name)
+    for name in BENTOFILES:
+        packages = yaml.safe_load((REPO / name).read_text())["python"]["packages"]
+        assert packages == expected, (
+            f"{name}: python.packages must be pyproject's dependencies + the `serve` extra, in this order:\n"
+            + "\n".join(f'    - "{p}"' for p in expected)
+        )
+
+
+def test_serve_extra_holds_no_training_load_testing_or_aws_packages() -> None:
+    project = _pyproject()["project"]
+    serve = {_requirement_name(r) for r in [*project["dependencies"], *project["optional-dependencies"]["serve"]]}
+    assert not serve & {"torch", "transformers", "optimum", "locust", "moto", "boto3", "nvidia-pytriton"}, serve
+    assert not any(r.startswith("seqguard[") for r in project["optional-dependencies"]["serve"])
+
+
+def test_makefile_installs_the_train_extras_torch_first() -> None:
+    train = _pyproject()["project"]["optional-dependencies"]["train"]
+    torch_pin = next(r for r in train if _requirement_name(r) == "torch")
+    makefile = (REPO / "Makefile").read_text()
+    assert f"--disable-pip-version-check {torch_pin} " in makefile
+    assert '-e ".[all]"' in makefile
