@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from seqguard.configfile import TOP_LEVEL, field_errors
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -28,6 +30,7 @@ def settings_from_env(
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise ValueError(
-            "; ".join(f"{prefix}{'.'.join(map(str, x['loc'])).upper() or 'SETTINGS'}: {x['msg']}" for x in e.errors())
-        ) from None
+        # A problem across fields (a model validator) has no single variable to name.
+        names = {TOP_LEVEL: f"{prefix}* settings"}
+        raise ValueError("; ".join(f"{names.get(p['field'], prefix + p['field'].upper())}: {p['reason']}"
+                                   for p in field_errors(e))) from None

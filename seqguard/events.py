@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 
 class EventType(StrEnum):
@@ -211,13 +211,3 @@ class Event(BaseModel):
     def to_record(self) -> dict[str, Any]:
         """A flat dict with every field (None where absent), ts as an aware UTC datetime."""
         return self.model_dump()
-
-
-def format_validation_error(err: ValidationError) -> list[dict[str, str]]:
-    """pydantic errors as [{field, reason}] — the shape every seqguard boundary reports."""
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        msg = e["msg"].removeprefix("Value error, ")
-        out.append({"field": loc, "reason": msg})
-    return out

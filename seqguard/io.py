@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from seqguard.configfile import load_model
 from seqguard.events import (
     EPOCH_MS_THRESHOLD,
     EVENT_FIELDS,
@@ -87,20 +87,7 @@ class ColumnMapping(BaseModel):
 
 
 def load_mapping(path: str | Path) -> ColumnMapping:
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise DataError(f"mapping file {p} does not exist") from None
-    except yaml.YAMLError as e:
-        raise DataError(f"mapping file {p} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"mapping file {p}: expected a YAML mapping at the top level")
-    try:
-        return ColumnMapping.model_validate(raw)
-    except ValidationError as e:
-        details = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'mapping'}: {x['msg']}" for x in e.errors())
-        raise DataError(f"mapping file {p}: {details}") from None
+    return load_model(path, ColumnMapping, "mapping file", DataError)
 
 
 @dataclass

@@ -3,13 +3,14 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from seqguard.events import EVENT_TYPES, Event, format_validation_error, parse_timestamp
+from seqguard.configfile import field_errors
+from seqguard.events import EVENT_TYPES, Event, parse_timestamp
 
 
 def errors_of(**kw):
     with pytest.raises(ValidationError) as exc:
         Event.model_validate(kw)
-    return {e["field"]: e["reason"] for e in format_validation_error(exc.value)}
+    return {e["field"]: e["reason"] for e in field_errors(exc.value)}
 
 
 def test_event_types_cover_the_catalogue():

@@ -38,8 +38,8 @@ def test_a_file_that_sets_one_key_changes_that_key_only(tmp_path):
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"split": {"mod": "entity"}}, "split.mod: unknown setting"),
-    ({"ensembel": {}}, "ensembel: unknown setting"),
+    ({"split": {"mod": "entity"}}, "split.mod: unknown key"),
+    ({"ensembel": {}}, "ensembel: unknown key"),
     ({"split": {"mode": "random"}}, "split.mode: Input should be 'time', 'entity' or 'auto'"),
     ({"split": {"val_share": 0.5, "test_share": 0.5}}, "val_share + test_share must leave at least 10 %"),
     ({"ensemble": {"entity_aggregation": "sum"}}, "ensemble.entity_aggregation"),
@@ -290,7 +290,7 @@ def test_unknown_config_key_exits_2_naming_it(two_hour_files, tmp_path, capsys):
     code = main(["train", "--data", str(data), "--labels", str(labels), "--config", str(cfg), "--out",
                  str(tmp_path / "m"), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "split.shuffle: unknown setting" in err
+    assert code == 2 and "split.shuffle: unknown key" in err
 
 
 def test_export_carries_the_entity_aggregation_to_the_repository(tiny_checkpoint, tiny_repo):

@@ -61,7 +61,7 @@ def test_split_is_chronological_and_keeps_unseen_entities_out(tiny_events):
 
 
 def test_config_errors_name_the_field(tmp_path):
-    with pytest.raises(ConfigError, match=r"bert\.hiden: unknown setting"):
+    with pytest.raises(ConfigError, match=r"bert\.hiden: unknown key"):
         parse_train_config({"bert": {"hiden": 3}})
     with pytest.raises(ConfigError, match=r"bert\.heads: .*divide hidden"):
         parse_train_config({"bert": {"hidden": 30, "heads": 4}})
@@ -207,7 +207,7 @@ def test_train_command_errors_are_clear(case, tiny_events, tmp_path, capsys):
         expect = "no usable rows"
     elif case == "unknown_key":
         args[4] = str(_tiny_config_with(tmp_path, bert={"hidden": 16, "layrs": 2}))
-        expect = "bert.layrs: unknown setting"
+        expect = "bert.layrs: unknown key"
     elif case == "bad_rules":
         rules = tmp_path / "rules.yaml"
         rules.write_text("rules:\n  - id: r1\n    outcome: block\n    conditions:\n"

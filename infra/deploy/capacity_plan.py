@@ -13,16 +13,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from infra.deploy.config import (
     AutoscalingConfig,
     DeployConfig,
     RealtimeVariant,
-    format_validation_error,
     validate_config,
 )
 from infra.deploy.errors import ConfigError
+from seqguard.configfile import validate
 
 
 class CapacityPlan(BaseModel):
@@ -92,10 +92,7 @@ def load_capacity_plan(path: str | Path) -> CapacityPlan:
         raise ConfigError(f"{p} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a capacity plan is a JSON object (got {type(data).__name__})")
-    try:
-        return CapacityPlan.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, CapacityPlan, f"capacity plan {p}")) from None
+    return validate(data, CapacityPlan, f"capacity plan {p}", ConfigError)
 
 
 def apply_capacity_plan(config: DeployConfig, plan: CapacityPlan, source: str = "capacity plan") -> DeployConfig:

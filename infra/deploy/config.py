@@ -6,15 +6,14 @@ name lengths, ARN shapes) is checked here, so a bad file fails in milliseconds w
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from infra.deploy.errors import ConfigError
+from seqguard.configfile import read_mapping, validate
 
 # Derived names append "-<version>-<8 hex>" to `name`; SageMaker caps names at 63 characters.
 NAME_MAX = 32
@@ -275,94 +274,9 @@ class DeployConfig(_Strict):
 
 def load_config(path: str | Path) -> DeployConfig:
     """Read and validate a deploy YAML file; every problem is reported at once, each with its field path."""
-    data = read_yaml_mapping(path, what="deploy config")
-    return validate_config(data, source=str(path))
+    return validate_config(read_mapping(path, "deploy config", ConfigError), source=str(path))
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> DeployConfig:
-    try:
-        return DeployConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, DeployConfig, source)) from None
-
-
-def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {p}: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the {what} must be a mapping of settings (got {type(data).__name__})")
-    return data
-
-
-def format_validation_error(e: ValidationError, model: type[BaseModel], source: str) -> str:
-    problems = e.errors()
-    lines = [f"{source} is invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''}):"]
-    for err in problems:
-        path = _field_path(err["loc"])
-        lines.append(f"  {path or '(top level)'}: {_reason(err, model)}")
-    return "\n".join(lines)
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    # pydantic puts the discriminator tag into the location ("variant.serverless.x"); users wrote "variant.x".
-    parts = [str(p) for p in loc if str(p) not in _VARIANT_TAGS]
-    return ".".join(parts)
-
-
-def _reason(err: Any, model: type[BaseModel]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(err["loc"][:-1], model)
-        key = str(err["loc"][-1])
-        hint = difflib.get_close_matches(key, allowed, n=1)
-        suggestion = f" — did you mean {hint[0]!r}?" if hint else ""
-        return f"unknown key{suggestion} (allowed here: {', '.join(sorted(allowed))})"
-    if kind == "missing":
-        return "required but missing"
-    if kind == "value_error":
-        return str(err["ctx"]["error"])
-    if kind == "union_tag_invalid":
-        return f"kind must be 'realtime' or 'serverless' (got {err['ctx'].get('tag')!r})"
-    if kind == "union_tag_not_found":
-        return "needs kind: realtime or kind: serverless"
-    given = err.get("input")
-    shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-    return f"{err['msg'][0].lower()}{err['msg'][1:]}{shown}"
-
-
-def _allowed_keys(loc: tuple[Any, ...], model: type[BaseModel]) -> list[str]:
-    """Walk the models along `loc` to list the keys valid at that level, for the unknown-key message."""
-    current: Any = model
-    for part in map(str, loc):
-        if part in _VARIANT_TAGS:
-            current = _model_in(current, tag=part)
-            continue
-        cls = _model_in(current)
-        if cls is None or part not in cls.model_fields:
-            return []
-        current = cls.model_fields[part].annotation
-    cls = _model_in(current)
-    return list(cls.model_fields) if cls else []
-
-
-def _model_in(annotation: Any, tag: str | None = None) -> type[BaseModel] | None:
-    """The model class inside an annotation (unwrapping Optional and unions), picked by its `kind` tag if given."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        kind = annotation.model_fields.get("kind")
-        if tag is None or (kind is not None and tag in get_args(kind.annotation)):
-            return annotation
-        return None
-    for arg in get_args(annotation):
-        found = _model_in(arg, tag)
-        if found is not None:
-            return found
-    return None
+    # pydantic puts the variant's `kind` tag into error locations; users wrote `variant.x`.
+    return validate(data, DeployConfig, source, ConfigError, tags=_VARIANT_TAGS)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infra.loadtest.collect import AGGREGATED
+from seqguard.configfile import load_model
 
 LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms")
 
@@ -57,22 +57,7 @@ class SLO(BaseModel):
 
 
 def load_slo(path: str | Path) -> SLO:
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SLOError(f"SLO file {p} does not exist") from None
-    except IsADirectoryError:
-        raise SLOError(f"SLO file {p} is a directory") from None
-    except yaml.YAMLError as e:
-        raise SLOError(f"SLO file {p} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise SLOError(f"SLO file {p}: expected a mapping with `endpoints:` at the top level")
-    try:
-        return SLO.model_validate(raw)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'slo'}: {x['msg']}" for x in e.errors())
-        raise SLOError(f"SLO file {p}: {problems}") from None
+    return load_model(path, SLO, "SLO file", SLOError)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seqguard.configfile import parse_mapping, read_mapping
 from seqguard.features import FEATURE_INDEX, FEATURE_NAMES
 
 Outcome = Literal["review", "block"]
@@ -165,29 +166,19 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise RulesError(f"{source} is not valid YAML: {e}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RulesError(f"{source}: expected a mapping with 'mode' and 'rules' at the top level")
+    return _validate(parse_mapping(text, source, RulesError), source)
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    return _validate(read_mapping(path, "rules file", RulesError), str(path))
+
+
+def _validate(raw: dict[str, Any], source: str) -> RuleSet:
+    # Not configfile.validate: a rule is located by its id (`rule 'busy': conditions[1].feature`), not its index.
     try:
         return RuleSet.model_validate(raw)
     except ValidationError as e:
         raise RulesError(f"{source}: {_describe(e, raw)}") from None
-
-
-def load_rules(path: str | Path) -> RuleSet:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise RulesError(f"rules file {p} does not exist") from None
-    except OSError as e:
-        raise RulesError(f"rules file {p} cannot be read: {e}") from None
-    return parse_rules(text, str(p))
 
 
 def default_rules_path() -> Path:

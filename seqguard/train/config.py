@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqguard.config import SequenceConfig
+from seqguard.configfile import read_mapping, validate
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_CONFIG = DATA_DIR / "train_default.yaml"
@@ -181,17 +182,6 @@ class TrainConfig(_Strict):
         return v
 
 
-def _format(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown setting"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """`override` onto `base`, section by section (lists and values replace, mappings merge)."""
     out = dict(base)
@@ -211,10 +201,7 @@ def parse_train_config(raw: Any, source: str = "<config>", base: Path | None = N
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        cfg = TrainConfig.model_validate(merge_settings(_default_settings(), raw) if merge else raw)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_format(e)}") from None
+    cfg = validate(merge_settings(_default_settings(), raw) if merge else raw, TrainConfig, source, ConfigError)
     if cfg.rules is not None and not cfg.rules.is_absolute() and base is not None:
         # A rules path is relative to the config file, as a reader of the YAML would expect.
         cfg = cfg.model_copy(update={"rules": (base / cfg.rules)})
@@ -225,22 +212,7 @@ def read_settings(path: str | Path | None = None) -> dict[str, Any]:
     """The user's file as a dict (what it sets, before merging); {} for the default."""
     if path is None:
         return {}
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"config file {p} cannot be read: {e}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {p}: expected a mapping at the top level")
-    return raw
+    return read_mapping(path, "config file", ConfigError)
 
 
 def load_train_config(path: str | Path | None = None) -> TrainConfig:
