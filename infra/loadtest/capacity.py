@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infra.loadtest.collect import AGGREGATED
 from infra.loadtest.slo import SLO, evaluate
+from seqguard.configfile import field_errors
 
 
 class CapacityError(ValueError):
@@ -65,9 +66,9 @@ class CapacityResult(BaseModel):
         except FileNotFoundError:
             raise CapacityError(f"capacity result {p} does not exist") from None
         except ValidationError as e:
-            first = e.errors()[0]
+            first = field_errors(e)[0]
             raise CapacityError(f"{p} is not a capacity result written by `seqguard loadtest --step` "
-                                f"({'.'.join(map(str, first['loc'])) or 'file'}: {first['msg']})") from None
+                                f"({first['field']}: {first['reason']})") from None
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -185,5 +186,5 @@ def plan(result: CapacityResult, target_rps: float, headroom: float = 0.3, burst
             source=source,
         )
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        problems = "; ".join(f"{x['field']}: {x['reason']}" for x in field_errors(e))
         raise CapacityError(f"the measurement gives no valid plan ({problems})") from None

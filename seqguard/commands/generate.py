@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from seqguard.cli import CliError
+from seqguard.configfile import field_errors
 from seqguard.generator import LABELS, SCENARIOS, GeneratedData, GeneratorConfig, generate
 from seqguard.io import DataError, write_events
 
@@ -49,9 +50,8 @@ def _config(args: argparse.Namespace) -> GeneratorConfig:
     try:
         return GeneratorConfig.model_validate(values)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        raise CliError(f"--{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        first = field_errors(e)[0]
+        raise CliError(f"--{first['field']}: {first['reason']}") from None
 
 
 def _prepare_out(out: Path) -> None:
