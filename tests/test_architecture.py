@@ -100,3 +100,30 @@ def test_makefile_installs_the_train_extras_torch_first() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert f"--disable-pip-version-check {torch_pin} " in makefile
     assert '-e ".[all]"' in makefile
+
+
+_WITHOUT = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # as if the extra that brings it were not installed
+from seqguard.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _cli_without(packages: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _WITHOUT, packages, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_a_partial_install_says_which_extra_a_command_needs() -> None:
+    """`pip install seqguard[serve]` has no boto3: `seqguard deploy` names the extra, exit code 2, no traceback,
+    and the commands that can run still do."""
+    result = _cli_without("boto3", "deploy", "plan", "deploy.yaml")
+    assert result.returncode == 2, result.stderr
+    assert "seqguard deploy: error: needs boto3" in result.stderr and "pip install 'seqguard[deploy]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    helped = _cli_without("boto3", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "unavailable: needs boto3" in " ".join(helped.stdout.split())
+    assert _cli_without("boto3", "generate", "--help").returncode == 0

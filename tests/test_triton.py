@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqguard.contracts import ENSEMBLE_MODEL, MODEL_INPUTS, ensemble_output
+from seqguard.contracts import ENSEMBLE_MODEL, MODEL_INPUTS, ensemble_output, infer_inputs
 from tests.support import ServerProcess, free_port, http_ok
 from tests.test_export import MODELS, exported, trained_checkpoint
 
@@ -78,12 +78,7 @@ def test_ensemble_over_http(triton: object, repo: Path, batch: dict[str, np.ndar
 
     client = http.InferenceServerClient(triton.urls.http)  # type: ignore[attr-defined]
     try:
-        inputs = []
-        for spec in MODEL_INPUTS:
-            t = http.InferInput(spec.name, list(batch[spec.name].shape), spec.triton_dtype)
-            t.set_data_from_numpy(batch[spec.name], binary_data=True)
-            inputs.append(t)
-        result = client.infer(ENSEMBLE_MODEL, inputs)
+        result = client.infer(ENSEMBLE_MODEL, infer_inputs(batch, http, binary_data=True))
         for m, ref in reference(repo, batch).items():
             np.testing.assert_allclose(result.as_numpy(ensemble_output(m)), ref, atol=1e-5, rtol=0)
     finally:
@@ -95,12 +90,7 @@ def test_ensemble_over_grpc(triton: object, repo: Path, batch: dict[str, np.ndar
 
     client = grpc.InferenceServerClient(triton.urls.grpc)  # type: ignore[attr-defined]
     try:
-        inputs = []
-        for spec in MODEL_INPUTS:
-            t = grpc.InferInput(spec.name, list(batch[spec.name].shape), spec.triton_dtype)
-            t.set_data_from_numpy(batch[spec.name])
-            inputs.append(t)
-        result = client.infer(ENSEMBLE_MODEL, inputs)
+        result = client.infer(ENSEMBLE_MODEL, infer_inputs(batch, grpc))
         for m, ref in reference(repo, batch).items():
             np.testing.assert_allclose(result.as_numpy(ensemble_output(m)), ref, atol=1e-5, rtol=0)
     finally:
@@ -118,12 +108,7 @@ def test_concurrent_requests_of_different_lengths(triton: object, repo: Path, ba
         feeds = [{k: v[i:i + 1, :n[i]] for k, v in batch.items()} for i in range(len(n))]
         pending = []
         for feed in feeds:
-            inputs = []
-            for spec in MODEL_INPUTS:
-                t = http.InferInput(spec.name, list(feed[spec.name].shape), spec.triton_dtype)
-                t.set_data_from_numpy(feed[spec.name])
-                inputs.append(t)
-            pending.append(client.async_infer(ENSEMBLE_MODEL, inputs))
+            pending.append(client.async_infer(ENSEMBLE_MODEL, infer_inputs(feed, http)))
         for feed, req in zip(feeds, pending, strict=True):
             result = req.get_result()
             for m, ref in reference(repo, feed).items():
@@ -138,12 +123,9 @@ def test_bad_request_is_rejected_not_fatal(triton: object) -> None:
 
     client = http.InferenceServerClient(triton.urls.http)  # type: ignore[attr-defined]
     try:
-        inputs = []
-        for spec in MODEL_INPUTS:
-            arr = np.full((1, 8), 10**9 if spec.name == "input_ids" else 1, dtype=np.int64)  # id outside the vocab
-            t = http.InferInput(spec.name, list(arr.shape), spec.triton_dtype)
-            t.set_data_from_numpy(arr)
-            inputs.append(t)
+        # An id outside the vocabulary.
+        feed = {spec.name: np.full((1, 8), 10**9 if spec.name == "input_ids" else 1) for spec in MODEL_INPUTS}
+        inputs = infer_inputs(feed, http)
         with pytest.raises(InferenceServerException):
             client.infer(MODELS[0], inputs)
         assert client.is_server_ready()

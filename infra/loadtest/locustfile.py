@@ -240,7 +240,7 @@ class TritonUser(User):
     def on_start(self) -> None:
         import tritonclient.grpc as grpcclient
 
-        from seqguard.contracts import ENSEMBLE_MODEL, MODEL_INPUTS, ensemble_output
+        from seqguard.contracts import ENSEMBLE_MODEL, ensemble_output, infer_inputs
         from seqguard.manifest import Manifest
 
         assert SETTINGS.repo is not None and self.host
@@ -249,11 +249,7 @@ class TritonUser(User):
         outputs = [ensemble_output(c) for c in Manifest.load(SETTINGS.repo).component_names]
         self.requests = []
         for batch in STATE["triton_batches"]:
-            inputs = []
-            for spec in MODEL_INPUTS:
-                t = grpcclient.InferInput(spec.name, list(batch[spec.name].shape), spec.triton_dtype)
-                t.set_data_from_numpy(batch[spec.name].astype(spec.numpy_dtype))
-                inputs.append(t)
+            inputs = infer_inputs(batch, grpcclient)
             self.requests.append((inputs, [grpcclient.InferRequestedOutput(o) for o in outputs]))
         self.i = 0
 
