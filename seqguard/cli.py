@@ -56,19 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            missing = (e.name or "").split(".")[0]
-            if not missing or missing in _OWN_PACKAGES:
-                raise  # seqguard's own code is broken: that is a bug to see, not an install to suggest
-            _register_unavailable(sub, name.rsplit(".", 1)[-1], missing)
+            _register_unavailable(sub, name.rsplit(".", 1)[-1], _missing_package(e))
             continue
         module.register(sub)
     return parser
 
 
-def _register_unavailable(sub: argparse._SubParsersAction, command: str, missing: str) -> None:
+def _missing_package(e: ModuleNotFoundError) -> str:
+    missing = (e.name or "").split(".")[0]
+    if not missing or missing in _OWN_PACKAGES:
+        raise e  # seqguard's own code is broken: that is a bug to see, not an install to suggest
+    return missing
+
+
+def _needs(missing: str) -> str:
     extra = EXTRA_FOR_PACKAGE.get(missing)
     how = f"pip install 'seqguard[{extra}]'" if extra else f"install {missing}"
-    message = f"needs {missing}, which this installation lacks ({how})"
+    return f"needs {missing}, which this installation lacks ({how})"
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, command: str, missing: str) -> None:
+    message = _needs(missing)
     p = sub.add_parser(command, help=f"(unavailable: {message})", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
 
@@ -86,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as e:
         print(f"seqguard {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        # A command that imports its stage's packages when it runs (train: torch, tqdm) on a partial install.
+        print(f"seqguard {args.command}: error: {_needs(_missing_package(e))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"seqguard {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -127,3 +127,11 @@ def test_a_partial_install_says_which_extra_a_command_needs() -> None:
     assert helped.returncode == 0, helped.stderr
     assert "unavailable: needs boto3" in " ".join(helped.stdout.split())
     assert _cli_without("boto3", "generate", "--help").returncode == 0
+
+
+def test_a_command_that_imports_its_stage_when_it_runs_names_the_extra(tmp_path: Path) -> None:
+    data = tmp_path / "events.csv"
+    data.write_text("user_id,ts,event_type\nu1,2026-11-30T10:00:00Z,view\n")
+    result = _cli_without("tqdm,torch", "train", "--data", str(data), "--out", str(tmp_path / "m"))
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'seqguard[train]'" in result.stderr and "Traceback" not in result.stderr
