@@ -87,6 +87,17 @@ class Seqguard:
 
         signal.signal(signal.SIGTERM, on_term)
 
+    @bentoml.on_startup
+    async def _watch_state(self) -> None:
+        """The state gauges move without requests too (eviction by TTL, the journal replayed in the background)."""
+
+        async def refresh() -> None:
+            while True:
+                self.metrics.observe_state(self.engine.store.stats())
+                await asyncio.sleep(1.0)
+
+        self._state_watch = asyncio.get_running_loop().create_task(refresh())
+
     async def __is_ready__(self) -> bool:
         ready = await self.engine.ready()
         self.metrics.backend_ready.set(1 if ready else 0)
