@@ -36,7 +36,8 @@ class Metrics:
             "seqguard_backend_ready", "1 when the model backend is ready", multiprocess_mode="max"
         )
         self.state_bytes = Gauge(
-            "seqguard_state_bytes", "estimated size of the in-memory state store", multiprocess_mode="livesum"
+            "seqguard_state_bytes", "state store size: estimated for memory, used_memory for Redis",
+            multiprocess_mode="livesum",
         )
         self.state_entities = Gauge(
             "seqguard_state_entities", "entities in the state store", multiprocess_mode="livesum"

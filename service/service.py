@@ -89,11 +89,12 @@ class Seqguard:
 
     @bentoml.on_startup
     async def _watch_state(self) -> None:
-        """The state gauges move without requests too (eviction by TTL, the journal replayed in the background)."""
+        """State gauges, refreshed every second (they move without requests too: TTL, the journal replayed in the
+        background). In a thread: reading Redis's size must not block the event loop while Redis is down."""
 
         async def refresh() -> None:
             while True:
-                self.metrics.observe_state(self.engine.store.stats())
+                self.metrics.observe_state(await asyncio.to_thread(self.engine.store.stats))
                 await asyncio.sleep(1.0)
 
         self._state_watch = asyncio.get_running_loop().create_task(refresh())
@@ -135,8 +136,6 @@ class Seqguard:
             # The events were not kept: say so, so the client retries them (appends are idempotent by event_id).
             self.metrics.requests.labels(route="/events", status="503").inc()
             return _error(RequestError(503, str(e)), e.retry_after_s)  # type: ignore[return-value]
-        finally:
-            self.metrics.observe_state(self.engine.store.stats())
         return await self._answer("/events", windows)  # type: ignore[return-value]
 
     @bentoml.api(route="/score_sequences")

@@ -154,6 +154,8 @@ class RedisStateStore:
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, health_check_interval=10
         )
+        self._stats_at = -1e9
+        self._stats = {"entities": -1, "bytes": -1, "journal_bytes": 0}
 
     def _key(self, entity: str) -> str:
         return self.prefix + entity
@@ -209,7 +211,16 @@ class RedisStateStore:
         return [], []
 
     def stats(self) -> dict[str, int]:
-        return {"entities": -1, "bytes": -1, "journal_bytes": 0}
+        """Redis's own memory and key count (all keys of the database), read at most every 5 s."""
+        now = time.monotonic()
+        if now - self._stats_at > 5.0:
+            self._stats_at = now
+            try:
+                self._stats = {"entities": int(self.client.dbsize()),
+                               "bytes": int(self.client.info("memory")["used_memory"]), "journal_bytes": 0}
+            except self._redis_errors:
+                self._stats = {"entities": -1, "bytes": -1, "journal_bytes": 0}
+        return dict(self._stats)
 
     def close(self) -> None:
         self.client.close()
@@ -339,7 +350,7 @@ class JournaledStore:
         return self.inner.persistence_problems()
 
     def stats(self) -> dict[str, int]:
-        return {"entities": -1, "bytes": -1, "journal_bytes": self.journal.size()}
+        return {**self.inner.stats(), "journal_bytes": self.journal.size()}
 
     def close(self) -> None:
         self._stop.set()

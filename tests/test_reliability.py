@@ -166,6 +166,7 @@ def test_redis_without_persistence_is_refused_and_refuse_policy_answers_503(
         redis.kill()
         status, headers, body = post(url + "/events", {"events": [dict(event, event_id="r2")]})
         assert status == 503 and int(headers["Retry-After"]) > 0, body
+        assert metric(url, "seqguard_state_bytes") > 0  # Redis's used_memory, read while it was up
         assert set(body) == {"error", "details", "request_id"} and "state store" in body["error"]
     finally:
         server.stop()
@@ -249,6 +250,7 @@ def test_heavy_entities_stay_within_the_byte_bound(tiny_repo: Path, tmp_path: Pa
             send(20 * k, 20)
             sent_text += 20 * 15 * 1000
         grown = worker.memory_info().rss - baseline
+        time.sleep(1.5)  # the gauges refresh every second
         held = metric(url, "seqguard_state_bytes")
         entities = metric(url, "seqguard_state_entities")
     finally:

@@ -312,6 +312,7 @@ def test_redis_state_survives_restart_and_outage(tiny_repo: Path, tmp_path: Path
         assert status == 200
         r = body["results"][0]
         assert r["degraded"] is True and "state_store_unavailable" in r["degraded_reasons"]
+        assert "events_journaled" in r["degraded_reasons"]  # kept locally, replayed once Redis answers
         assert "seqguard_state_store_errors_total" in get(url + "/metrics")[1]
     finally:
         server.stop()
@@ -361,7 +362,8 @@ def test_fail_closed_policy_refuses_with_503(tiny_repo: Path, tmp_path: Path) ->
 
     env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_BACKEND": "triton",
            "SEQGUARD_TRITON_URL": f"127.0.0.1:{free_port()}", "SEQGUARD_FAILURE_POLICY": "fail_closed",
-           "SEQGUARD_TRITON_TIMEOUT_MS": "300", "BENTOML_HOME": str(tmp_path / "bh"), "BENTOML_DO_NOT_TRACK": "true"}
+           "SEQGUARD_TRITON_TIMEOUT_MS": "300", "BENTOML_HOME": str(tmp_path / "bh"), "BENTOML_DO_NOT_TRACK": "true",
+           "SEQGUARD_DRAIN_S": "0"}
     port = free_port()
     bentoml = str(Path(sys.executable).parent / "bentoml")
     proc = ServerProcess([bentoml, "serve", "service.service:Seqguard", "--host", "127.0.0.1", "--port", str(port)],
