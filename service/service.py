@@ -26,11 +26,16 @@ from service.http import Drain, GatewayMiddleware, request_id_var
 from service.observability import Metrics, setup_logging
 from service.runtime import build_engine
 from service.schemas import EXAMPLE_EVENTS, PrebuiltSequence, ScoreResponse
-from service.settings import ServiceSettings
+from service.settings import ServiceSettings, SettingsError
 from service.state import StateStoreRefused
 
-SETTINGS = ServiceSettings.from_env()
 log = setup_logging()
+try:
+    SETTINGS = ServiceSettings.from_env()
+except SettingsError as _e:
+    # Imported first by `bentoml serve`'s main process: a bad setting stops it here, named, before any worker.
+    print(f"seqguard service: {_e}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 EventList = Annotated[list[Event], Field(description="raw events, any entities, any order", examples=[EXAMPLE_EVENTS])]
 

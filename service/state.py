@@ -318,7 +318,8 @@ class JournaledStore:
             return self.inner.append(entity, events)
         except StateStoreError as err:
             if self.policy == "refuse":
-                raise StateStoreRefused(f"state store unavailable ({err})", self.retry_after_s) from None
+                log.warning("state store unavailable, refusing (refuse policy): %s", err)
+                raise StateStoreRefused("state store unavailable: events not stored", self.retry_after_s) from None
             records = []
             for e in events:
                 rec = event_record(e)
@@ -326,8 +327,9 @@ class JournaledStore:
                 rec["event_id"] = rec.get("event_id") or f"journal:{uuid.uuid4().hex}"
                 records.append(rec)
             if not self.journal.append(entity, records):
+                log.error("state store unavailable and the journal is full: refusing events (%s)", err)
                 raise StateStoreRefused(
-                    f"state store unavailable and the local journal is full ({self.journal.max_bytes} bytes)",
+                    "state store unavailable and the local journal is full: events not stored",
                     self.retry_after_s,
                 ) from None
             raise StateStoreJournaled(f"{err}; {len(records)} events journaled for replay") from None

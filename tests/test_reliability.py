@@ -190,6 +190,11 @@ def test_corrupted_repository_stops_bentoml_serve_and_the_entrypoint(tiny_repo: 
     assert out.returncode == 2 and rel in out.stderr, out.stderr[-2000:]
     assert elapsed < 15, elapsed
     assert "Traceback" not in out.stderr
+    # A bad setting: the same, named.
+    serve = [str(BIN / "bentoml"), "serve", "service.service:Seqguard", "--port", str(free_port())]
+    out = subprocess.run(serve, cwd=REPO, env={**env, "SEQGUARD_MAX_BATCH": "lots"}, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "SEQGUARD_MAX_BATCH" in out.stderr and "Traceback" not in out.stderr, out.stderr
     # The GPU container's entrypoint: refuses before starting either process.
     t0 = time.monotonic()
     out = subprocess.run([str(REPO / "infra/container/entrypoint-gpu.sh"), "serve"], cwd=REPO, capture_output=True,
