@@ -124,7 +124,11 @@ def _constrain_models(schemas: dict[str, Any], limits: dict[str, Any]) -> None:
     if "ts" in event:
         pattern = ts_pattern(limits.get("max_age_days", 3650.0))
         if pattern:
-            event["ts"] = {**{k: v for k, v in event["ts"].items() if k != "format"}, "pattern": pattern}
+            ts = {k: v for k, v in event["ts"].items() if k != "format"}
+            ts["description"] = (ts.get("description", "") + ". The pattern documents a safe subset (UTC, whole years "
+                                 "inside the accepted window); other offsets, days and epoch numbers are accepted too, "
+                                 "and timestamps outside the window are answered 422")
+            event["ts"] = {**ts, "pattern": pattern}
     status = event.get("payment_status")
     if status:
         status.pop("anyOf", None)
