@@ -392,7 +392,7 @@ def test_api_contract_schemathesis_all_checks(service: str, tmp_path: Path) -> N
         [str(st), "--config-file", str(config), "run", service + "/docs.json", "--checks", "all", "--seed", "1",
          "--max-examples", "15", "--generation-database", "none", "--report", "junit",
          "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,  # its cache folder goes there, not in the repo
     )
     summary = out.stdout[-3000:]
     failures = out.stdout[out.stdout.find("FAILURES"):][:4000]
