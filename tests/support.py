@@ -48,6 +48,8 @@ def start_service(log_dir: Path, env: dict[str, str], port: int | None = None, t
 ]:
     """A real `bentoml serve` of seqguard's service on a free port; returns the process and its base URL."""
     full_env = {"BENTOML_HOME": str(log_dir / "bentoml_home"), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1",
-                "SEQGUARD_INTRA_OP_THREADS": "1", **env}
+                "SEQGUARD_INTRA_OP_THREADS": "1",
+                "SEQGUARD_DRAIN_S": "0",  # tests stop servers often; the drain itself is tested with its own setting
+                **env}
     server = ServiceProcess(None, log_dir, env=full_env, port=port).start(timeout=timeout)
     return server, server.url
