@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from infra.loadtest.processes import ServiceProcess
+from infra.loadtest.processes import start_service as _start_service
 from seqguard.processes.supervisor import ChildProcess, free_port, http_ok, tcp_open
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +48,5 @@ def start_service(log_dir: Path, env: dict[str, str], port: int | None = None, t
     ServiceProcess, str
 ]:
     """A real `bentoml serve` of seqguard's service on a free port; returns the process and its base URL."""
-    full_env = {"BENTOML_HOME": str(log_dir / "bentoml_home"), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1",
-                "SEQGUARD_INTRA_OP_THREADS": "1",
-                "SEQGUARD_DRAIN_S": "0",  # tests stop servers often; the drain itself is tested with its own setting
-                **env}
-    server = ServiceProcess(None, log_dir, env=full_env, port=port).start(timeout=timeout)
-    return server, server.url
+    # Tests stop servers often; the drain itself is tested with its own setting.
+    return _start_service(log_dir, {"SEQGUARD_DRAIN_S": "0", **env}, port=port, timeout=timeout)

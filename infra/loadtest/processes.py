@@ -81,6 +81,16 @@ class ServiceProcess:
         self.stop()
 
 
+def start_service(log_dir: Path, env: dict[str, str], port: int | None = None,
+                  timeout: float = 90.0) -> tuple[ServiceProcess, str]:
+    """A ready `bentoml serve` with `env` on top of the defaults (SEQGUARD_REPO among them); the process and its
+    base URL. For the benchmarks and the tests, which set everything they depend on in `env`."""
+    defaults = {"BENTOML_HOME": str(log_dir / "bentoml_home"), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1",
+                "SEQGUARD_INTRA_OP_THREADS": "1"}
+    server = ServiceProcess(None, log_dir, env={**defaults, **env}, port=port).start(timeout=timeout)
+    return server, server.url
+
+
 def start_triton(repo: Path) -> TritonProcess:
     """A tritonserver on fixed free ports, so a restart (the fault run) comes back where clients point."""
     # A short exit timeout: the service keeps its gRPC channel open, which would hold a SIGTERM for seconds.
