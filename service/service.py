@@ -10,7 +10,7 @@ ONNX Runtime by default, or Triton over gRPC). Configuration comes from SEQGUARD
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 from pydantic import Field
@@ -19,9 +19,11 @@ from starlette.responses import JSONResponse
 from seqguard.events import Event
 from service.engine import RequestError, Window
 from service.http import GatewayMiddleware, request_id_var
+from service.loop import ServiceLoop
 from service.observability import Metrics, setup_logging
 from service.runtime import build_engine
 from service.schemas import EXAMPLE_EVENTS, PrebuiltSequence, ScoreResponse
+from service.score_log import LoopMetrics
 from service.settings import ServiceSettings
 
 SETTINGS = ServiceSettings.from_env()
@@ -46,6 +48,7 @@ class Seqguard:
     def __init__(self) -> None:
         self.metrics = Metrics()
         self.engine = build_engine(SETTINGS, self.metrics)
+        self.loop = ServiceLoop.build(SETTINGS, self.engine, LoopMetrics())
         log.info("seqguard ready to load", extra={"fields": {"backend": SETTINGS.backend, "state": SETTINGS.state,
                                                              "model_version": self.engine.model_version}})
 
@@ -61,6 +64,7 @@ class Seqguard:
             self.metrics.requests.labels(route=route, status=str(e.status)).inc()
             return _error(e)
         self.metrics.requests.labels(route=route, status="200").inc()
+        self.loop.after_score(route, request_id_var.get(), windows, results)
         return ScoreResponse.model_validate({"request_id": request_id_var.get(), "results": results})
 
     @bentoml.api(route="/score")
@@ -92,8 +96,28 @@ class Seqguard:
             return _error(e)  # type: ignore[return-value]
         return await self._answer("/score_sequences", windows)  # type: ignore[return-value]
 
+    @bentoml.api(route="/feedback")
+    async def feedback(self, outcome: Any = None, source: Any = None, ts: Any = None, entity_id: Any = None,
+                       request_id: Any = None, label: Any = None, feedback_id: Any = None) -> dict[str, Any]:
+        """Record an outcome (chargeback | confirmed_fraud | false_positive | reviewed_ok) for an entity, or for the
+        single entity a request scored. Idempotent by feedback_id (derived from the content when absent)."""
+        from seqguard.feedback import FeedbackError
+
+        body = {k: v for k, v in {"outcome": outcome, "source": source, "ts": ts, "entity_id": entity_id,
+                                  "request_id": request_id, "label": label, "feedback_id": feedback_id}.items()
+                if v is not None}
+        try:
+            res = await self.loop.add_feedback(body)
+        except FeedbackError as e:
+            self.metrics.requests.labels(route="/feedback", status=str(e.status)).inc()
+            return _error(RequestError(e.status, str(e), e.details))  # type: ignore[return-value]
+        self.metrics.requests.labels(route="/feedback", status="200").inc()
+        return {"feedback_id": res.feedback_id, "stored": res.stored, "duplicate": not res.stored,
+                "request_id": request_id_var.get()}
+
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
+        await self.loop.close()
         await self.engine.close()
 
 

@@ -32,6 +32,7 @@ from seqguard.contracts import (
     SEQUENCE_CONFIG_FILE,
     TOKENIZER_DIR,
 )
+from seqguard.drift import save_checkpoint_reference
 from seqguard.features import FEATURE_NAMES
 from seqguard.scoring.detector import ECODDetector
 from seqguard.scoring.ensemble import Ensemble, logit_margin
@@ -246,6 +247,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
             metrics[name] = {src: full_report(y[idx], s, ws.scenario[idx], unseen) for src, s in sources.items()}
     if labelled and y is not None and "test" in metrics:
         metrics["test_decisions"] = operating_point(test_ranks, y[split.test], ws.scenario[split.test])
+    save_checkpoint_reference(out, scorer, val_logits, feats_val, cfg.seed)  # the drift monitor's baseline
     st.done("scoring val + test", "")
 
     if BERT in models:
