@@ -154,10 +154,12 @@ class ScoreLog:
             except queue.Empty:
                 item = None
             if item is _STOP:
-                self._flush()
+                while self._rows:
+                    self._flush()
                 return
             if isinstance(item, threading.Event):  # flush(): write what is held, then wake the caller
-                self._flush()
+                while self._rows:
+                    self._flush()
                 item.set()
                 continue
             if item is not None:
@@ -165,8 +167,9 @@ class ScoreLog:
                     self._add(*item)
                 except Exception:  # a bad row must not stop the logger
                     log.exception("score log: could not turn a result into rows")
-            if len(self._rows) >= self.flush_rows or (
-                    self._rows and time.monotonic() - self._last_flush >= self.flush_s):
+            while len(self._rows) >= self.flush_rows:
+                self._flush()
+            if self._rows and time.monotonic() - self._last_flush >= self.flush_s:
                 self._flush()
 
     def _add(self, ts: float, route: str, request_id: str, role: str, features: list[np.ndarray],
@@ -191,10 +194,11 @@ class ScoreLog:
             self.metrics.rows.labels(outcome="sampled_out").inc(len(results) - kept)
 
     def _flush(self) -> None:
+        """Write up to `flush_rows` held rows as one file (so no file is larger)."""
         self._last_flush = time.monotonic()
         if not self._rows:
             return
-        rows, self._rows = self._rows, []
+        rows, self._rows = self._rows[: self.flush_rows], self._rows[self.flush_rows:]
         self._seq += 1
         name = f"scores-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{self._seq:06d}.parquet"
         buf = io.BytesIO()
