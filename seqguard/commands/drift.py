@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default 0.25)")
     p.add_argument("--no-evidently", action="store_true", help="skip Evidently's per-column HTML report")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when anything drifted (for cron / CI)")
+    p.add_argument("--publish-to", metavar="ENDPOINT", default=None, help="put the max feature PSI and the score "
+                   "PSI into CloudWatch for this SageMaker endpoint (the deployment's drift alarms watch them)")
+    p.add_argument("--region", default=None, help="AWS region for --publish-to (default: the AWS environment's)")
+    p.add_argument("--endpoint-url", default=None, help="send the CloudWatch call to this URL (moto_server)")
     p.set_defaults(func=run)
 
 
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"cannot read or write: {e}") from None
+    if args.publish_to:
+        _publish(args, result)
     top = list(result["feature_psi"].items())[:3]
     print(f"wrote {args.out / 'drift.json'} and drift.html: {result['live_windows']:,} live windows, score PSI "
           f"{result['score_psi']:.3f}, top features " + ", ".join(f"{k} {v:.3f}" for k, v in top))
@@ -82,3 +88,20 @@ def run(args: argparse.Namespace) -> int:
         return 1 if args.fail_on_drift else 0
     print("no drift above the threshold")
     return 0
+
+
+def _publish(args: argparse.Namespace, result: dict) -> None:
+    import os
+
+    from infra.deploy.aws import AwsSession
+    from infra.deploy.errors import DeployError
+    from infra.deploy.loop import publish_drift
+
+    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise CliError("--publish-to needs --region (or AWS_REGION)")
+    try:
+        publish_drift(AwsSession(region, endpoint_url=args.endpoint_url), args.publish_to, result)
+    except DeployError as e:
+        raise CliError(str(e), exit_code=e.exit_code) from None
+    print(f"published drift metrics for endpoint {args.publish_to} to CloudWatch")
