@@ -175,14 +175,17 @@ def test_the_loop_end_to_end(tmp_path: Path) -> None:
         v2 = write_config(w / "v2.yaml", model={"version": "challenger"}, image={"tag": "challenger"})
         out = cli("deploy", "apply", "--config", v2, "--promote", w / "compare" / "compare.json", *deploy,
                   env=aws_env)
-        assert f"Promoted: {challenger_version} replaces {champion_version}" in out
+        trained = {k: json.loads((w / k / "checkpoint.json").read_text())["version"]
+                   for k in ("champion", "challenger")}
+        assert f"Promoted: {trained['challenger']} replaces {trained['champion']}" in out
         sm = boto3.client("sagemaker", **client)
         endpoint = sm.describe_endpoint(EndpointName="sg-test")
         assert endpoint["EndpointConfigName"].startswith("sg-test-challenger-")
         assert endpoint["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"][
             "Type"] == "CANARY"
         tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=endpoint["EndpointArn"])["Tags"]}
-        assert tags["seqguard:promotion:challenger"] == challenger_version
+        assert tags["seqguard:promotion:challenger"] == trained["challenger"]
+        assert challenger_version.startswith(trained["challenger"])  # the repository serves that checkpoint
         assert tags["seqguard:promotion:data"].endswith(verdict["data"]["fingerprint"])
         # and the drift job publishes what the deployment's drift alarms watch
         cli("drift", "--models", w / "champion_repo", "--log", log_dir, "--out", w / "drift2", "--no-evidently",
