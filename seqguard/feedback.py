@@ -294,8 +294,11 @@ def apply_outcomes(events: pd.DataFrame, outcomes: pd.DataFrame, entity_key: str
 
     An entity with an outcome gets it on all its events (an outcome is about the entity: a chargeback does not say
     which window was the bad one); the others keep the data's own is_anomaly, or count as normal when the data has
-    none (the usual reading of chargeback data: no chargeback, no known fraud).
+    none (the usual reading of chargeback data: no chargeback, no known fraud). This overlays a few entities on the
+    data's own per-event labels, where `seqguard.labels.join_labels` replaces every label by a table's.
     """
+    from seqguard.labels import ANOMALY, NORMAL
+
     out = events.copy()
     ids = out[entity_key].astype(str)
     label_by_key = dict(zip(outcomes["key"], outcomes["label"].astype(bool), strict=True))
@@ -309,8 +312,8 @@ def apply_outcomes(events: pd.DataFrame, outcomes: pd.DataFrame, entity_key: str
     if "scenario" in out:
         # an outcome overrides the generator's scenario name: fraud without a named scenario reads "anomaly"
         changed = by_id.notna()
-        out.loc[changed & out["is_anomaly"] & (out["scenario"].astype(str) == "normal"), "scenario"] = "anomaly"
-        out.loc[changed & ~out["is_anomaly"], "scenario"] = "normal"
+        out.loc[changed & out["is_anomaly"] & (out["scenario"].astype(str) == NORMAL), "scenario"] = ANOMALY
+        out.loc[changed & ~out["is_anomaly"], "scenario"] = NORMAL
     labelled_entities = ids[by_id.notna()].nunique()
     return out, {"entities_with_outcome_in_data": int(labelled_entities),
                  "fraud_entities_in_data": int(ids[by_id.fillna(False).astype(bool)].nunique()),
