@@ -231,3 +231,32 @@ def test_score_log_to_s3_on_moto_server(days: Any, tmp_path: Path, monkeypatch: 
         frame = read_score_log("s3://scores/live/svc-a")
         assert len(frame) == 150  # 100 + 100 + 50 rows written, the oldest file pruned
         assert frame["score"].tolist() == pytest.approx([r["score"] for r in results[100:250]])
+
+
+def test_prometheus_rules_watch_the_service_gauges_at_the_report_threshold() -> None:
+    import yaml
+    from prometheus_client import CollectorRegistry
+
+    rules = yaml.safe_load((Path(__file__).resolve().parents[1] / "infra/prometheus/seqguard_drift.rules.yml")
+                           .read_text())["groups"][0]["rules"]
+    registry = CollectorRegistry()
+    LoopMetrics(registry)
+    exposed = {m.name for m in registry.collect()} | {f"{m.name}_total" for m in registry.collect()}
+    by_name = {r["alert"]: r["expr"] for r in rules}
+    for alert in ("SeqguardFeatureDrift", "SeqguardScoreDrift"):
+        expr = by_name[alert]
+        assert f"> {PSI_ALERT}" in expr
+        assert {w for w in expr.replace("(", " ").replace(")", " ").split() if w.startswith("seqguard_")} <= exposed
+    assert "seqguard_score_log_rows_total" in by_name["SeqguardScoreLogDropping"]
+
+
+@pytest.mark.parametrize(("env", "field"), [
+    ({"SEQGUARD_SHADOW_REPO": "challenger_repo"}, "shadow_repo"),
+    ({"SEQGUARD_SCORE_LOG_SAMPLE_RATE": "2"}, "SCORE_LOG_SAMPLE_RATE"),
+    ({"SEQGUARD_DRIFT_WINDOW": "3"}, "DRIFT_WINDOW"),
+])
+def test_loop_settings_are_validated_at_start(env: dict[str, str], field: str) -> None:
+    from service.settings import ServiceSettings, SettingsError
+
+    with pytest.raises(SettingsError, match=field):
+        ServiceSettings.from_env(env)
