@@ -81,10 +81,11 @@ class DriftMonitor:
         self._since = 0
         self.latest: dict[str, float] = {}
 
-    def observe(self, features: np.ndarray, score: float) -> None:
-        self.features.append(features)
-        self.scores.append(score)
-        self._since += 1
+    def observe(self, features: np.ndarray, scores: np.ndarray) -> None:
+        """Windows [n, F] with their scores [n]."""
+        self.features.extend(features)
+        self.scores.extend(scores.tolist())
+        self._since += len(scores)
         if self._since >= self.every and len(self.scores) >= self.min_rows:
             self.update()
 
@@ -101,6 +102,34 @@ class DriftMonitor:
                     self.metrics.feature_psi.labels(feature=name).set(value)
             self.metrics.drift_rows.set(len(self.scores))
         return self.latest
+
+
+class _Held:
+    """Rows waiting for the next file, column by column: extending lists is cheap, and a file is one DataFrame
+    built at once (the writer shares the GIL with the requests, so it must not linger)."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {}
+        self.feats: list[np.ndarray] = []
+        self.n = 0
+
+    def clear(self) -> None:
+        self.cols, self.feats, self.n = {}, [], 0
+
+    def extend(self, cols: dict[str, list[Any]], feats: np.ndarray) -> None:
+        k = len(feats)
+        for name in cols.keys() - self.cols.keys():  # a component this model has and earlier rows lacked
+            self.cols[name] = [float("nan")] * self.n
+        for name, values in self.cols.items():
+            values.extend(cols.get(name, [float("nan")] * k))
+        self.feats.append(feats)
+        self.n += k
+
+    def take(self) -> pd.DataFrame:
+        frame = pd.concat([pd.DataFrame(self.cols), pd.DataFrame(np.concatenate(self.feats), columns=FEATURE_COLUMNS)],
+                          axis=1)
+        self.clear()
+        return frame
 
 
 def _keep(request_id: str, entity_hash: str | None, rate: float) -> bool:
@@ -125,7 +154,7 @@ class ScoreLog:
         self.dropped = 0
         self.written = 0
         self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._rows: list[dict[str, Any]] = []
+        self._held = _Held()
         self._seq = 0
         self._last_flush = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="seqguard-score-log", daemon=True)
@@ -154,12 +183,10 @@ class ScoreLog:
             except queue.Empty:
                 item = None
             if item is _STOP:
-                while self._rows:
-                    self._flush()
+                self._flush()
                 return
             if isinstance(item, threading.Event):  # flush(): write what is held, then wake the caller
-                while self._rows:
-                    self._flush()
+                self._flush()
                 item.set()
                 continue
             if item is not None:
@@ -167,55 +194,60 @@ class ScoreLog:
                     self._add(*item)
                 except Exception:  # a bad row must not stop the logger
                     log.exception("score log: could not turn a result into rows")
-            while len(self._rows) >= self.flush_rows:
-                self._flush()
-            if self._rows and time.monotonic() - self._last_flush >= self.flush_s:
+            if self._held.n >= self.flush_rows or (
+                    self._held.n and time.monotonic() - self._last_flush >= self.flush_s):
                 self._flush()
 
     def _add(self, ts: float, route: str, request_id: str, role: str, features: list[np.ndarray],
              results: list[dict[str, Any]]) -> None:
-        when = datetime.fromtimestamp(ts, UTC)
-        kept = 0
-        for feats, r in zip(features, results, strict=True):
-            entity = hash_id(r["entity_id"], self.salt)
-            if role == "primary" and self.monitor is not None:
-                self.monitor.observe(np.asarray(feats, dtype=np.float64), float(r["score"]))
-            if not _keep(request_id, entity, self.sample_rate):
-                continue
-            kept += 1
-            row: dict[str, Any] = {"ts": when, "request_id": request_id, "route": route, "role": role,
-                                   "entity_hash": entity, "model_version": r["model_version"],
-                                   "score": float(r["score"]), "decision": r["decision"],
-                                   "degraded": bool(r["degraded"]), "n_events": int(r["n_events"])}
-            row.update({COMPONENT_PREFIX + k: float(v) for k, v in r["component_scores"].items()})
-            row.update(zip(FEATURE_COLUMNS, np.asarray(feats, dtype=np.float64).tolist(), strict=True))
-            self._rows.append(row)
-        if self.metrics and len(results) - kept:
-            self.metrics.rows.labels(outcome="sampled_out").inc(len(results) - kept)
+        feats = np.asarray(features, dtype=np.float64).reshape(len(results), len(FEATURE_COLUMNS))
+        entities = [hash_id(r["entity_id"], self.salt) for r in results]
+        if role == "primary" and self.monitor is not None:
+            self.monitor.observe(feats, np.array([r["score"] for r in results], dtype=np.float64))
+        keep = [i for i, e in enumerate(entities) if _keep(request_id, e, self.sample_rate)]
+        if self.metrics and len(results) - len(keep):
+            self.metrics.rows.labels(outcome="sampled_out").inc(len(results) - len(keep))
+        if not keep:
+            return
+        kept = [results[i] for i in keep]
+        k = len(kept)
+        cols: dict[str, list[Any]] = {
+            "ts": [datetime.fromtimestamp(ts, UTC)] * k, "request_id": [request_id] * k, "route": [route] * k,
+            "role": [role] * k, "entity_hash": [entities[i] for i in keep],
+            "model_version": [r["model_version"] for r in kept], "score": [float(r["score"]) for r in kept],
+            "decision": [r["decision"] for r in kept], "degraded": [bool(r["degraded"]) for r in kept],
+            "n_events": [int(r["n_events"]) for r in kept]}
+        for name in kept[0]["component_scores"]:
+            cols[COMPONENT_PREFIX + name] = [float(r["component_scores"].get(name, np.nan)) for r in kept]
+        self._held.extend(cols, feats[keep])
 
     def _flush(self) -> None:
-        """Write up to `flush_rows` held rows as one file (so no file is larger)."""
+        """Write what is held, as files of at most `flush_rows` rows."""
         self._last_flush = time.monotonic()
-        if not self._rows:
+        if not self._held.n:
             return
-        rows, self._rows = self._rows[: self.flush_rows], self._rows[self.flush_rows:]
+        frame = self._held.take()
+        for start in range(0, len(frame), self.flush_rows):
+            self._write(frame.iloc[start:start + self.flush_rows])
+
+    def _write(self, frame: pd.DataFrame) -> None:
         self._seq += 1
         name = f"scores-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{self._seq:06d}.parquet"
         buf = io.BytesIO()
-        pd.DataFrame(rows).to_parquet(buf, index=False)
+        frame.to_parquet(buf, index=False)
         try:
             self.sink.put(name, buf.getvalue())
             self.sink.prune(self.max_files)
         except Exception as e:
-            log.warning("score log: writing %s failed (%d rows lost): %s", name, len(rows), e)
+            log.warning("score log: writing %s failed (%d rows lost): %s", name, len(frame), e)
             if self.metrics:
                 self.metrics.write_errors.inc()
-                self.metrics.rows.labels(outcome="dropped").inc(len(rows))
+                self.metrics.rows.labels(outcome="dropped").inc(len(frame))
             return
-        self.written += len(rows)
+        self.written += len(frame)
         if self.metrics:
             self.metrics.files.inc()
-            self.metrics.rows.labels(outcome="written").inc(len(rows))
+            self.metrics.rows.labels(outcome="written").inc(len(frame))
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written (tests, shutdown)."""
