@@ -90,8 +90,9 @@ class ServiceLoop:
 
     async def add_feedback(self, data: dict[str, Any]) -> StoreResult:
         if self.feedback is None:
+            # 404, not 503: nothing is down, the route is switched off (and a 5xx would page someone).
             raise FeedbackError("feedback is not enabled on this service",
-                                [{"field": "SEQGUARD_FEEDBACK_PATH", "reason": "not set"}], 503)
+                                [{"field": "SEQGUARD_FEEDBACK_PATH", "reason": "not set"}], 404)
         fb = parse_feedback(data)
         return await asyncio.to_thread(self.feedback.add, fb)
 

@@ -194,11 +194,36 @@ def test_the_loop_end_to_end(tmp_path: Path) -> None:
         assert {m["MetricName"] for m in metrics} == {"MaxFeaturePSI", "ScorePSI"}
 
 
-def test_feedback_endpoint_is_off_without_a_store(tiny_repo: Path, tmp_path: Path) -> None:
+def test_feedback_endpoint_fuzzed_and_switched_off(tiny_repo: Path, tmp_path: Path) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    from seqguard.feedback import FeedbackStore
+
+    store = tmp_path / "fb.sqlite"
+    server, url = start_service(tmp_path, {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_FEEDBACK_PATH": str(store)})
+    seen: dict[int, int] = {}
+    try:
+        schema = schemathesis.openapi.from_url(url + "/docs.json").include(path_regex="^/feedback$")
+        [op] = [r.ok() for r in schema.get_all_operations()]
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=op.as_strategy())
+        def run(case: Any) -> None:
+            response = case.call(base_url=url, timeout=30)
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (case.body, response.status_code, response.text[:300])
+
+        run()
+        status, ok = post(url + "/feedback", {"entity_id": "u", "outcome": "chargeback", "source": "psp", "ts": NOW})
+        assert status == 200 and ok["stored"]
+    finally:
+        server.stop()
+    assert sum(seen.values()) >= 20 and FeedbackStore(store).count() >= 1
     server, url = start_service(tmp_path, {"SEQGUARD_REPO": str(tiny_repo)})
     try:
         status, err = post(url + "/feedback", {"entity_id": "u", "outcome": "chargeback", "source": "psp",
                                                "ts": NOW})
-        assert status == 503 and err["details"][0]["field"] == "SEQGUARD_FEEDBACK_PATH"
+        assert status == 404 and err["details"][0]["field"] == "SEQGUARD_FEEDBACK_PATH"
     finally:
         server.stop()
