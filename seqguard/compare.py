@@ -21,7 +21,6 @@ import pandas as pd
 
 from seqguard.scoring.entity import (
     DEFAULT_AGGREGATION,
-    ENTITY_AGGREGATION_KEY,
     aggregate_entity_labels,
     aggregate_entity_scores,
     check_aggregation,
@@ -55,13 +54,8 @@ def window_scores(models_dir: str | Path, frame: pd.DataFrame, ws: WindowSet | N
 
 
 def entity_aggregation(models_dir: str | Path) -> str:
-    """The method the checkpoint's training chose, if it recorded one; else the module default."""
-    ens = Path(models_dir) / "ensemble.json"
-    try:
-        method = json.loads(ens.read_text()).get(ENTITY_AGGREGATION_KEY) or DEFAULT_AGGREGATION
-    except (OSError, ValueError, AttributeError):
-        method = DEFAULT_AGGREGATION
-    return check_aggregation(method)
+    """The method the checkpoint's training chose (saved with its ensemble), as `seqguard evaluate` reads it."""
+    return check_aggregation(Scorer.load(models_dir).ensemble.entity_aggregation or DEFAULT_AGGREGATION)
 
 
 def _evaluate(models_dir: Path, frame: pd.DataFrame, ws: WindowSet | None, fpr: float
