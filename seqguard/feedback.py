@@ -316,5 +316,5 @@ def apply_outcomes(events: pd.DataFrame, outcomes: pd.DataFrame, entity_key: str
         out.loc[changed & ~out["is_anomaly"], "scenario"] = NORMAL
     labelled_entities = ids[by_id.notna()].nunique()
     return out, {"entities_with_outcome_in_data": int(labelled_entities),
-                 "fraud_entities_in_data": int(ids[by_id.fillna(False).astype(bool)].nunique()),
+                 "fraud_entities_in_data": int(ids[by_id.eq(True)].nunique()),
                  "data_had_labels": int(had)}
