@@ -19,17 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seqguard.scoring.entity import (
-    DEFAULT_AGGREGATION,
-    aggregate_entity_labels,
-    aggregate_entity_scores,
-    check_aggregation,
-)
+from seqguard.scoring.entity import DEFAULT_AGGREGATION, aggregate_entity_labels, check_aggregation
 from seqguard.scoring.scorer import Scorer
 from seqguard.train.checkpoint import load_models, load_sequence_config, read_index
 from seqguard.train.dataset import DatasetError, WindowSet, build_windows
+from seqguard.train.entity_metrics import FPRS, entity_report
 from seqguard.train.loop import predict_logits
 from seqguard.train.metrics import clean, summary
+from seqguard.train.scores import ENSEMBLE
 
 COMPARE_FORMAT = "seqguard-compare-v1"
 
@@ -65,17 +62,18 @@ def _evaluate(models_dir: Path, frame: pd.DataFrame, ws: WindowSet | None, fpr: 
         raise DatasetError("compare needs labelled data (an is_anomaly column, or outcomes joined by retrain)")
     y = ws.y()
     method = entity_aggregation(models_dir)
-    ent = aggregate_entity_scores(ws.entity, scores, method)
-    labels = aggregate_entity_labels(ws.entity, y)
-    ey = labels.loc[ent["entity_id"]].to_numpy()
+    ey = aggregate_entity_labels(ws.entity, y).to_numpy()
     if not 0 < ey.sum() < len(ey):
         raise DatasetError(f"the data's {len(ey)} entities hold only one class ({int(ey.sum())} fraud); a comparison "
                            "needs both")
+    # The entity-level report `seqguard evaluate` writes (bootstrap intervals, per scenario), for the ensemble.
+    report = entity_report(ws.entity, y, ws.scenario, {ENSEMBLE: scores}, method, seed=0)
     out = {
         "version": read_index(models_dir).get("version"),
         "path": str(models_dir),
         "entity_aggregation": method,
-        "entity": summary(ey, ent["score"].to_numpy(), fpr),
+        "entity": report["scores"][ENSEMBLE],
+        "entity_warnings": report["warnings"],
         "window": summary(y, scores, fpr),
         "decisions": {d: float(np.mean(decisions == d)) for d in ("allow", "review", "block")},
     }
@@ -89,10 +87,15 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
 
 def compare_checkpoints(champion: str | Path, challenger: str | Path, frame: pd.DataFrame, fpr: float = 0.01,
                         min_gain: float = 0.0, max_recall_drop: float = 0.02) -> dict[str, Any]:
+    if fpr not in FPRS:
+        raise ValueError(f"fpr must be one of {FPRS} (the operating points of the entity report), got {fpr}")
     champion, challenger = Path(champion), Path(challenger)
     ws, champ = _evaluate(champion, frame, None, fpr)
     _, chall = _evaluate(challenger, frame, ws, fpr)
     key = f"recall_at_{fpr:g}_fpr"
+    if champ["entity"][key] is None or chall["entity"][key] is None:
+        raise DatasetError(f"entity recall at {fpr:g} FPR is not quoted on this data ("
+                           + "; ".join(champ["entity_warnings"]) + "); use --fpr 0.05 or more recent data")
     gain = chall["entity"]["pr_auc"] - champ["entity"]["pr_auc"]
     recall_change = chall["entity"][key] - champ["entity"][key]
     reasons = [f"entity PR-AUC {champ['entity']['pr_auc']:.4f} -> {chall['entity']['pr_auc']:.4f} "
@@ -120,11 +123,14 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Champion vs challenger: **{result['winner']} wins**", "",
              f"Data: {result['data']['events']:,} events, {result['data']['entities']:,} entities, "
              f"{result['data']['windows']:,} windows (fingerprint `{result['data']['fingerprint']}`).", "",
-             "| | version | entity PR-AUC | entity ROC-AUC | entity recall@FPR | window PR-AUC | review+block share |",
+             "| | version | entity PR-AUC [95 % CI] | entity ROC-AUC | entity recall@FPR | window PR-AUC | "
+             "review+block share |",
              "|---|---|---|---|---|---|---|"]
     for role in ("champion", "challenger"):
         r = result[role]
-        lines.append(f"| {role} | `{r['version']}` | {_f(r['entity']['pr_auc'])} | {_f(r['entity']['roc_auc'])} | "
+        ci = r["entity"].get("pr_auc_ci") or [None, None]
+        lines.append(f"| {role} | `{r['version']}` | {_f(r['entity']['pr_auc'])} [{_f(ci[0])}, {_f(ci[1])}] | "
+                     f"{_f(r['entity']['roc_auc'])} | "
                      f"{_f(r['entity'][key])} | {_f(r['window']['pr_auc'])} | "
                      f"{r['decisions']['review'] + r['decisions']['block']:.3f} |")
     lines += ["", "Why:", *[f"- {x}" for x in result["reasons"]], ""]

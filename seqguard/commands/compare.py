@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
     outcome_args(p)
     p.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder (default reports/compare)")
-    p.add_argument("--fpr", type=float, default=0.01, help="operating false-positive rate (default 0.01)")
+    p.add_argument("--fpr", type=float, default=0.01, help="operating false-positive rate: 0.01 (default) or 0.05")
     p.add_argument("--min-gain", type=float, default=0.0, help="entity PR-AUC gain the challenger needs (default 0)")
     p.add_argument("--max-recall-drop", type=float, default=0.02, help="allowed fall of entity recall@FPR "
                    "(default 0.02)")
@@ -98,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
     from seqguard.scoring.scorer import ScorerError
     from seqguard.train.checkpoint import CheckpointError, load_sequence_config
     from seqguard.train.dataset import DatasetError
+    from seqguard.train.entity_metrics import FPRS
 
-    if not 0 < args.fpr < 1:
-        raise CliError(f"--fpr must lie in (0, 1), got {args.fpr}")
+    if args.fpr not in FPRS:
+        raise CliError(f"--fpr must be one of {', '.join(map(str, FPRS))} (the entity report's operating points), "
+                       f"got {args.fpr}")
     if args.max_recall_drop < 0:
         raise CliError(f"--max-recall-drop must be >= 0, got {args.max_recall_drop}")
     try:
