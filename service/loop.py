@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from seqguard.drift import DriftError, load_reference
@@ -19,6 +20,27 @@ from service.settings import ServiceSettings
 
 log = logging.getLogger("seqguard.loop")
 MAX_SHADOW_IN_FLIGHT = 64
+
+
+def check_loop_settings(settings: ServiceSettings, manifest: Any) -> None:
+    """Pre-flight (service/check.py): what would otherwise fail in the worker, said once with the setting named.
+    Raises ValueError."""
+    from seqguard.manifest import ManifestError, verify_repository
+
+    if settings.shadow_repo is not None:
+        try:
+            shadow = verify_repository(settings.shadow_repo)
+        except ManifestError as e:
+            raise ValueError(f"SEQGUARD_SHADOW_REPO: {e}") from None
+        if shadow.sequence_config_hash != manifest.sequence_config_hash:
+            raise ValueError(f"SEQGUARD_SHADOW_REPO: {settings.shadow_repo} builds windows with another sequence "
+                             "config than the served model; retrain the challenger from the champion's config")
+    if settings.feedback_path is not None and settings.feedback_path.is_dir():
+        raise ValueError(f"SEQGUARD_FEEDBACK_PATH: {settings.feedback_path} is a folder; give a file "
+                         "(e.g. feedback.sqlite)")
+    path = settings.score_log_path
+    if path and not path.startswith("s3://") and Path(path).is_file():
+        raise ValueError(f"SEQGUARD_SCORE_LOG_PATH: {path} is a file; give a folder (or s3://bucket/prefix)")
 
 
 class ServiceLoop:

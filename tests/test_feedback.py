@@ -122,3 +122,17 @@ def test_outcomes_join_by_entity_and_by_request_through_the_score_log() -> None:
     assert labelled["is_anomaly"].tolist() == [False, False, True, True]  # u-5 keeps the data's own label
     assert labelled["scenario"].tolist() == ["normal", "normal", "anomaly", "card_testing"]
     assert counts["entities_with_outcome_in_data"] == 2 and counts["fraud_entities_in_data"] == 1
+
+
+def test_preflight_names_bad_loop_settings(tiny_repo: Path, tmp_path: Path) -> None:
+    from service.check import PreflightError, preflight
+    from service.settings import ServiceSettings
+
+    log = str(tmp_path / "log")
+    ok = ServiceSettings(repo=tiny_repo, score_log_path=log, shadow_repo=tiny_repo, feedback_path=tmp_path / "f.db")
+    assert "verified" in preflight(ok)
+    for bad, needle in ((dict(shadow_repo=tmp_path / "nope"), "SEQGUARD_SHADOW_REPO"),
+                        (dict(feedback_path=tmp_path), "SEQGUARD_FEEDBACK_PATH"),
+                        (dict(score_log_path=str(tiny_repo / "manifest.json")), "SEQGUARD_SCORE_LOG_PATH")):
+        with pytest.raises(PreflightError, match=needle):
+            preflight(ok.model_copy(update=bad))
