@@ -39,6 +39,9 @@ except SettingsError as _e:
     print(f"seqguard service: {_e}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 
+# /feedback's fields reach seqguard.feedback.Feedback untouched, so its errors (422, field and reason) are the ones
+# `seqguard feedback import` reports too; the OpenAPI document describes them (service.openapi.FEEDBACK_FIELDS).
+FeedbackField = Annotated[Any, Field(description="see the /feedback operation")]
 EventList = Annotated[list[Event], Field(description="raw events, any entities, any order", examples=[EXAMPLE_EVENTS])]
 
 
@@ -157,8 +160,9 @@ class Seqguard:
         return await self._answer("/score_sequences", windows)  # type: ignore[return-value]
 
     @bentoml.api(route="/feedback")
-    async def feedback(self, outcome: Any = None, source: Any = None, ts: Any = None, entity_id: Any = None,
-                       request_id: Any = None, label: Any = None, feedback_id: Any = None) -> dict[str, Any]:
+    async def feedback(self, outcome: FeedbackField = None, source: FeedbackField = None, ts: FeedbackField = None,
+                       entity_id: FeedbackField = None, request_id: FeedbackField = None,
+                       label: FeedbackField = None, feedback_id: FeedbackField = None) -> dict[str, Any]:
         """Record an outcome (chargeback | confirmed_fraud | false_positive | reviewed_ok) for an entity, or for the
         single entity a request scored. Idempotent by feedback_id (derived from the content when absent)."""
         from seqguard.feedback import FeedbackError
