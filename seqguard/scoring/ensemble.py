@@ -18,7 +18,11 @@ positive rates (defaults: review at 1 %, block at 0.1 %), so the threshold does 
 
 Without labels (or without positives in validation) a stacker is of kind "percentile": the score is where the
 unsupervised score falls among the training windows' scores, and thresholds are 1 - target FPR, i.e. the share of
-(mostly normal) training traffic each decision flags. Everything is plain JSON: no pickles.
+(mostly normal) training traffic each decision flags. When a label-free sequence component is present (the surprise
+model, `unsupervised_sequence`), the percentile stacker averages its percentile with the detector's, and the
+thresholds are the matching quantiles of that average on the training windows. Each label-free component keeps a
+quantile grid of its training-window margins (`reference`), so its component score is a percentile too.
+Everything is plain JSON: no pickles.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from seqguard.scoring.tabular import TreeModel
 
 FORMAT = "seqguard-ensemble-v1"
 UNSUPERVISED = "unsupervised"
+SURPRISE = "unsupervised_sequence"  # the label-free sequence model (seqguard.train.surprise)
 TABULAR = "tabular"
+REFERENCE_LEVELS = np.linspace(0.0, 1.0, 1001)
 StackerKind = Literal["logistic", "percentile"]
 
 
@@ -180,6 +186,17 @@ def percentile_stacker(inputs: list[str], review_fpr: float, block_fpr: float, r
                             "target_fpr": {"review": review_fpr, "block": block_fpr}})
 
 
+def reference_grid(margins: np.ndarray) -> np.ndarray:
+    """Quantiles of training-window margins at REFERENCE_LEVELS: enough to turn a margin into a percentile."""
+    return np.quantile(np.asarray(margins, dtype=np.float64), REFERENCE_LEVELS)
+
+
+def grid_percentile(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where `values` fall among the training windows (0..1), by interpolation in the quantile grid."""
+    grid = np.maximum.accumulate(np.asarray(grid, dtype=np.float64))
+    return np.interp(np.asarray(values, dtype=np.float64), grid, REFERENCE_LEVELS)
+
+
 def signals(margins: dict[str, np.ndarray] | None, tabular: np.ndarray | None, unsupervised: np.ndarray,
             rule_hits: np.ndarray, rule_ids: list[str]) -> dict[str, np.ndarray]:
     """Every stacker input by name, float64 [B]; a stacker takes the columns it was fitted on."""
@@ -211,6 +228,10 @@ class Ensemble:
     review_fpr: float = 0.01
     block_fpr: float = 0.001
     tabular: TreeModel | None = None  # boosted trees on the aggregate features (no backend needed)
+    reference: dict[str, np.ndarray] = field(default_factory=dict)  # label-free component -> quantile grid
+
+    def percentile(self, name: str, margins: np.ndarray) -> np.ndarray:
+        return grid_percentile(self.reference[name], margins)
 
     @staticmethod
     def input_names(components: list[str], rule_ids: list[str], tabular: bool = False) -> list[str]:
@@ -222,17 +243,32 @@ class Ensemble:
         cls, components: list[str], rule_ids: list[str], margins: dict[str, np.ndarray] | None,
         unsupervised: np.ndarray, rule_hits: np.ndarray, y: np.ndarray | None, review_fpr: float = 0.01,
         block_fpr: float = 0.001, c: float = 1.0, seed: int = 0, tabular: TreeModel | None = None,
-        features: np.ndarray | None = None,
+        features: np.ndarray | None = None, reference: dict[str, np.ndarray] | None = None,
+        unsupervised_reference: np.ndarray | None = None,
     ) -> Ensemble:
         """Fit on validation windows: component margins, unsupervised scores, rule hits, labels (and, with a tree
-        model, the windows' features to score it on)."""
+        model, the windows' features to score it on). `reference`: label-free components' margins on training
+        windows; `unsupervised_reference`: the detector's percentiles on the same windows (for label-free
+        thresholds)."""
+        grids = {n: reference_grid(m) for n, m in (reference or {}).items() if len(m)}
         has_both = y is not None and 0 < int(np.sum(y)) < len(y)
         if not has_both:
             why = "no labels" if y is None else "validation has only one class"
             names = cls.input_names([], rule_ids)
             deg = percentile_stacker(names, review_fpr, block_fpr, why)
-            main = percentile_stacker(names, review_fpr, block_fpr, why)
-            return cls([], list(rule_ids), main, deg, review_fpr, block_fpr)
+            free = [n for n in components if n in grids]
+            if not free or unsupervised_reference is None or not reference:
+                main = percentile_stacker(names, review_fpr, block_fpr, why)
+                return cls([], list(rule_ids), main, deg, review_fpr, block_fpr, reference=grids)
+            # Detector and surprise percentiles averaged; thresholds at the training windows' own quantiles.
+            parts = [np.asarray(unsupervised_reference, dtype=np.float64)]
+            parts += [grid_percentile(grids[n], reference[n]) for n in free]
+            train_score = np.mean(parts, axis=0)
+            main = percentile_stacker(cls.input_names(free, rule_ids), review_fpr, block_fpr, why)
+            main.thresholds = {"review": threshold_for_fpr(train_score, review_fpr),
+                               "block": threshold_for_fpr(train_score, block_fpr)}
+            main.metrics["averaged"] = [UNSUPERVISED, *free]
+            return cls(free, list(rule_ids), main, deg, review_fpr, block_fpr, reference=grids)
         if tabular is not None and features is None:
             raise ValueError("a tree model needs the validation features")
         tab = tabular.decision_function(features) if tabular is not None else None
@@ -244,7 +280,7 @@ class Ensemble:
             main = fit_stacker(matrix(sig, names), y, names, review_fpr, block_fpr, c, seed)
         else:  # labels but no sequence models: the degraded stacker is the ensemble
             main = deg
-        return cls(list(components), list(rule_ids), main, deg, review_fpr, block_fpr, tabular)
+        return cls(list(components), list(rule_ids), main, deg, review_fpr, block_fpr, tabular, grids)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -256,6 +292,7 @@ class Ensemble:
             "main": self.main.to_dict(),
             "degraded": self.degraded.to_dict(),
             "tabular": self.tabular.to_dict() if self.tabular is not None else None,
+            "reference": {n: g.tolist() for n, g in self.reference.items()},
         }
 
     @classmethod
@@ -263,8 +300,9 @@ class Ensemble:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a seqguard ensemble (format {d.get('format')!r}, expected {FORMAT!r})")
         tab = TreeModel.from_dict(d["tabular"]) if d.get("tabular") else None
+        ref = {n: np.asarray(g, dtype=np.float64) for n, g in (d.get("reference") or {}).items()}
         return cls(list(d["components"]), list(d["rule_ids"]), Stacker.from_dict(d["main"]),
-                   Stacker.from_dict(d["degraded"]), float(d["review_fpr"]), float(d["block_fpr"]), tab)
+                   Stacker.from_dict(d["degraded"]), float(d["review_fpr"]), float(d["block_fpr"]), tab, ref)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")

@@ -41,6 +41,7 @@ from seqguard.scoring.tabular import TreeModel
 from seqguard.tokenizer import build_tokenizer, tokenizer_hash
 from seqguard.train import bert as bert_stage
 from seqguard.train import rnn as rnn_stage
+from seqguard.train import surprise as surprise_stage
 from seqguard.train.calibration import CALIBRATION_FILE, choose_windows, write_calibration
 from seqguard.train.checkpoint import CheckpointError, save_model, weights_hash
 from seqguard.train.config import TrainConfig
@@ -183,6 +184,11 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
     pre = bert_stage.pretrain(ws.encoded, split.train, seq, cfg.bert, cfg.seed, progress)
     metrics["pretraining"] = pre.to_dict()
     st.done("bert pretraining", f"{pre.steps} steps, masked-token loss {pre.final_loss or float('nan'):.3f}")
+    # The label-free sequence component (next-event surprise), from the pretrained weights, labels never read.
+    sur = surprise_stage.train_surprise(pre, ws.encoded, split.train, seq, cfg.bert, cfg.seed, progress)
+    if sur is not None:
+        metrics["surprise"] = sur.to_dict()
+        st.done("surprise model", f"{sur.steps} steps, next-event loss {sur.final_loss or float('nan'):.3f}")
 
     models: dict[str, Any] = {}
     entries: list[dict[str, str]] = []
@@ -212,6 +218,10 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         pre.model.save_pretrained(out / ENCODER)
         tokenizer.save_pretrained(out / ENCODER)
         pretrained_entry = {"name": ENCODER, "kind": "bert_mlm", "path": ENCODER}
+    if sur is not None:
+        models[surprise_stage.NAME] = sur.model
+        entries.append(save_model(sur.model, tokenizer, out / surprise_stage.NAME, seq, surprise_stage.NAME,
+                                  surprise_stage.KIND, {"pretrained": pre.model is not None, "labels_used": False}))
     metrics["fits"] = fits
     tabular = None
     if labelled and y is not None and cfg.tabular.enabled:
@@ -224,7 +234,9 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
     ensemble = Ensemble.fit(
         list(models), rules.ids, {n: logit_margin(v) for n, v in val_logits.items()},
         detector.score_samples(feats_val), rules.hits(feats_val), y[val] if labelled and y is not None else None,
-        cfg.ensemble.review_fpr, cfg.ensemble.block_fpr, cfg.ensemble.c, cfg.seed, tabular, feats_val)
+        cfg.ensemble.review_fpr, cfg.ensemble.block_fpr, cfg.ensemble.c, cfg.seed, tabular, feats_val,
+        reference={surprise_stage.NAME: sur.train_margins} if sur is not None else None,
+        unsupervised_reference=detector.percentile(detector.score_samples(ws.features[split.train])))
     if labelled and not ensemble.components and models:
         log("  warning: validation holds only one class; the ensemble falls back to the detector percentile")
     ensemble.save(out / ENSEMBLE_FILE)

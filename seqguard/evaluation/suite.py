@@ -1,0 +1,366 @@
+"""`make evaluate`: one command, one report (reports/suite/) on every evaluation set, with plots.
+
+Per set: train a labelled checkpoint and a label-free one (`train --no-labels`) with the shipped default config,
+then score the held-out test windows of the training split with the served score (`Scorer`, as the service does),
+every component, and the baselines on the aggregate features (rules, isolation forest, logistic regression,
+gradient boosting; fitted on the same training windows). Figures at window level and at entity level (window scores
+averaged per entity with seqguard.scoring.entity; an entity is positive when any of its windows is), each with a
+bootstrap 90 % interval. On the generator set it also draws the label-efficiency curve (1, 5, 10, 25, 100 % of the
+training labels, BERT with and without masked-token pretraining).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from seqguard.evaluation.datasets import SETS, SHARED, EvalSet, SkipSet
+from seqguard.scoring.ensemble import SURPRISE
+from seqguard.scoring.entity import aggregate_entity_labels, aggregate_entity_scores
+from seqguard.train.metrics import clean, pr_auc, recall_at_fpr, roc_auc
+
+FRACTIONS = [0.01, 0.05, 0.1, 0.25, 1.0]
+BOOT = 200
+SERVED, LABEL_FREE = "served", "label_free"
+BASELINES = ("rules_only", "isolation_forest", "logistic_regression", "gradient_boosting")
+METRICS = ("roc_auc", "pr_auc", "recall_at_1pct_fpr")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _metrics(y: np.ndarray, s: np.ndarray, rng: np.random.Generator, boot: int = BOOT) -> dict[str, Any]:
+    """Point values and bootstrap 5-95 % intervals (resampling windows / entities)."""
+    y = np.asarray(y, dtype=bool)
+    s = np.nan_to_num(np.asarray(s, dtype=np.float64), nan=-1e9)
+
+    def one(yy: np.ndarray, ss: np.ndarray) -> tuple[float, float, float]:
+        return roc_auc(yy, ss), pr_auc(yy, ss), recall_at_fpr(yy, ss, 0.01)
+
+    point = one(y, s)
+    draws = []
+    for _ in range(boot):
+        i = rng.integers(0, len(y), len(y))
+        if 0 < y[i].sum() < len(i):
+            draws.append(one(y[i], s[i]))
+    arr = np.array(draws, dtype=np.float64) if draws else np.full((1, 3), np.nan)
+    out: dict[str, Any] = {"n": len(y), "n_positive": int(y.sum()), "n_negative": int((~y).sum())}
+    for k, name in enumerate(METRICS):
+        out[name] = point[k]
+        out[f"{name}_ci"] = [float(np.nanquantile(arr[:, k], 0.05)), float(np.nanquantile(arr[:, k], 0.95))]
+    if (~y).sum() < 100:
+        out["warning"] = f"recall at 1 % FPR over {int((~y).sum())} negatives (< 100): coarse"
+    return out
+
+
+def _train_cfg(ds: EvalSet, studies: bool, config: Path | None = None) -> Any:
+    from seqguard.train.config import load_train_config
+
+    cfg = load_train_config(config)
+    seq = cfg.sequence.model_copy(update={"utc_offset_hours": ds.utc_offset_hours})
+    update: dict[str, Any] = {"sequence": seq}
+    if studies:
+        update["studies"] = cfg.studies.model_copy(update={"label_fractions": FRACTIONS})
+    if ds.entity_split:
+        split_fields = type(cfg.split).model_fields
+        if "mode" not in split_fields:
+            raise SkipSet("needs an entity split (split.mode: entity, issue 11), which this seqguard lacks; "
+                          "a time split would leave its last days with one class")
+        update["split"] = cfg.split.model_copy(update={"mode": "entity"})
+    return cfg.model_copy(update=update)
+
+
+def _logistic(train_x: np.ndarray, train_y: np.ndarray, seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # log1p: the aggregates are counts and rates with heavy tails.
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed)).fit(
+        np.log1p(np.maximum(train_x, 0)), train_y)
+
+
+def run_set(ds: EvalSet, out: Path, studies: bool = False, config: Path | None = None,
+            log: Any = _stderr) -> dict[str, Any]:
+    from seqguard.scoring.scorer import Scorer
+    from seqguard.train.checkpoint import load_models
+    from seqguard.train.dataset import build_windows, split_windows
+    from seqguard.train.loop import predict_logits
+    from seqguard.train.pipeline import train_checkpoint
+    from seqguard.train.scores import baseline_scores, fit_baselines, scorer_sources
+    from seqguard.train.surprise import surprise_margin
+
+    t0 = time.perf_counter()
+    cfg = _train_cfg(ds, studies, config)
+    out.mkdir(parents=True, exist_ok=True)
+    quiet = lambda *_: None  # noqa: E731 - the suite prints its own progress lines
+    log(f"[{ds.name}] training (labelled) on {len(ds.frame):,} events")
+    labelled = train_checkpoint(ds.frame, cfg, out / "models", progress=False, log=quiet)
+    log(f"[{ds.name}] training (--no-labels)")
+    free = train_checkpoint(ds.frame.drop(columns=["is_anomaly", "scenario"]), cfg, out / "models_nolabels",
+                            progress=False, log=quiet)
+    ws = build_windows(ds.frame, cfg.sequence)
+    split = split_windows(ws, cfg.split, cfg.seed)
+    y = ws.y()
+    test, train = split.test, split.train
+    sources: dict[str, np.ndarray] = {}
+    for tag, folder in ((SERVED, labelled), (LABEL_FREE, free)):
+        scorer = Scorer.load(folder)
+        models = load_models(folder)
+        logits = {n: predict_logits(models[n], ws.encoded, test) for n in scorer.components}
+        got, _ = scorer_sources(scorer, logits, ws.features[test])
+        if tag == SERVED:
+            sources[SERVED] = got.pop("ensemble")
+            sources["served_without_sequence_models"] = got.pop("ensemble_degraded", sources[SERVED])
+            sources.update({f"component:{k}": v for k, v in got.items()})
+        else:
+            sources[LABEL_FREE] = got["ensemble"]
+            if SURPRISE in logits:
+                sources[f"label_free:{SURPRISE}"] = surprise_margin(logits[SURPRISE])
+            sources["label_free:ecod"] = got["unsupervised"]
+    sources["rules_only"] = sources.pop("component:rules_only")
+    base = fit_baselines(ws.features[train], y[train], cfg.seed)
+    sources.update(baseline_scores(base, ws.features[test]))
+    if 0 < y[train].sum() < len(train):
+        lr = _logistic(ws.features[train], y[train], cfg.seed)
+        sources["logistic_regression"] = lr.predict_proba(np.log1p(np.maximum(ws.features[test], 0)))[:, 1]
+
+    rng = np.random.default_rng(cfg.seed)
+    yt = y[test].astype(bool)
+    ent = ws.entity[test]
+    ent_y = aggregate_entity_labels(ent, yt)
+    ent_scen = pd.Series(ws.scenario[test][yt]).groupby(ent[yt]).agg(lambda s: s.value_counts().index[0])
+    result: dict[str, Any] = {"name": ds.name, "notes": ds.notes, "windows": {}, "entities": {},
+                              "per_scenario_entity_recall_1pct": {}}
+    for name, s in sources.items():
+        result["windows"][name] = _metrics(yt, s, rng)
+        agg = aggregate_entity_scores(ent, s).set_index("entity_id")
+        ey = ent_y.reindex(agg.index).to_numpy()
+        result["entities"][name] = _metrics(ey, agg["score"].to_numpy(), rng)
+        neg = agg["score"].to_numpy()[ey == 0]
+        per = {}
+        for sc in sorted(set(ent_scen)):
+            ids = ent_scen.index[ent_scen == sc]
+            sel = agg.loc[agg.index.isin(ids), "score"].to_numpy()
+            y2 = np.r_[np.ones(len(sel), bool), np.zeros(len(neg), bool)]
+            per[sc] = {"n_positive": len(sel), "recall_at_1pct_fpr": recall_at_fpr(y2, np.r_[sel, neg], 0.01)}
+        result["per_scenario_entity_recall_1pct"][name] = per
+    result["split"] = {"train": len(train), "test": len(test), "test_anomalous": int(yt.sum()),
+                       "test_entities": len(ent_y), "test_anomalous_entities": int(ent_y.sum())}
+    if studies:
+        result["label_efficiency"] = _label_efficiency(ws, split, cfg, free, log)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _label_efficiency(ws: Any, split: Any, cfg: Any, free: Path, log: Any) -> dict[str, Any]:
+    """BERT at 1..100 % of the training labels, from the label-free checkpoint's pretrained encoder or from scratch
+    (the same windows and seed as the labelled run, so the same pretraining)."""
+    from transformers import BertForMaskedLM
+
+    from seqguard.train.pipeline import ENCODER
+    from seqguard.train.studies import label_efficiency
+
+    log(f"  label efficiency: {len(FRACTIONS)} fractions x with / without pretraining")
+    enc = free / ENCODER
+    state = BertForMaskedLM.from_pretrained(enc).bert.state_dict() if enc.is_dir() else None
+    return label_efficiency(ws, split, cfg, state, None, progress=False)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _f(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def _cell(m: dict[str, Any], key: str) -> str:
+    lo, hi = m.get(f"{key}_ci", [None, None])
+    return f"{_f(m.get(key))} [{_f(lo)}, {_f(hi)}]"
+
+
+def _best_baseline(level: dict[str, Any]) -> str | None:
+    have = [b for b in BASELINES if b in level]
+    return max(have, key=lambda b: level[b]["pr_auc"] or 0.0) if have else None
+
+
+def _checks(r: dict[str, Any]) -> list[str]:
+    lines = []
+    for level in ("entities", "windows"):
+        lv = r[level]
+        best = _best_baseline(lv)
+        if best:
+            s, b = lv[SERVED], lv[best]
+            ok = s["pr_auc"] >= b["pr_auc"] or s["pr_auc_ci"][1] >= b["pr_auc_ci"][0]
+            lines.append(f"- [{'ok' if ok else 'MISS'}] {'entity' if level == 'entities' else 'window'} level: "
+                         f"served PR-AUC {_f(s['pr_auc'])} vs best baseline {best} {_f(b['pr_auc'])}"
+                         + ("" if s["pr_auc"] >= b["pr_auc"] else " (intervals overlap)" if ok else ""))
+    e = r["entities"]
+    if LABEL_FREE in e and "isolation_forest" in e:
+        ok = e[LABEL_FREE]["pr_auc"] >= e["isolation_forest"]["pr_auc"]
+        lines.append(f"- [{'ok' if ok else 'MISS'}] label-free entity PR-AUC {_f(e[LABEL_FREE]['pr_auc'])} vs "
+                     f"isolation forest {_f(e['isolation_forest']['pr_auc'])}")
+    w = r["windows"]
+    if "served_without_sequence_models" in w:
+        d = w[SERVED]["pr_auc"] - w["served_without_sequence_models"]["pr_auc"]
+        base = _f(w["served_without_sequence_models"]["pr_auc"])
+        lines.append(f"- sequence models add {d:+.3f} window PR-AUC over the same ensemble on aggregates, rules and "
+                     f"detector alone ({base} → {_f(w[SERVED]['pr_auc'])})")
+    br = r["per_scenario_entity_recall_1pct"].get(SERVED, {}).get("brushing")
+    if br and r["name"].startswith("taobao"):
+        ok = br["recall_at_1pct_fpr"] >= 0.7
+        lines.append(f"- [{'ok' if ok else 'MISS'}] brushing entity recall@1%FPR {_f(br['recall_at_1pct_fpr'])} "
+                     f"(target 0.7, {br['n_positive']} brushing entities)")
+    return lines
+
+
+def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, str], seconds: float) -> Path:
+    plots = _plots(out, results)
+    lines = ["# seqguard evaluation suite", "",
+             f"`make evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds / 60:.1f} min. "
+             "Each set: a labelled checkpoint and a label-free one (`--no-labels`) trained with the default config; "
+             "figures on the held-out test windows of the training split; entity score = mean of its test windows' "
+             f"scores. Intervals: bootstrap 5-95 % ({BOOT} resamples).", ""]
+    for name, why in skipped.items():
+        lines.append(f"- **{name}: skipped** — {why}")
+    for r in results:
+        lines += ["", f"## {r['name']}", ""]
+        lines += [f"- {n}" for n in r["notes"]]
+        sp = r["split"]
+        lines.append(f"- test: {sp['test']:,} windows ({sp['test_anomalous']:,} anomalous), {sp['test_entities']:,} "
+                     f"entities ({sp['test_anomalous_entities']:,} anomalous); {r['seconds']:.0f} s")
+        lines += ["", *_checks(r), ""]
+        for level in ("entities", "windows"):
+            lines += [f"**{'entity' if level == 'entities' else 'window'} level**", "",
+                      "| score | ROC-AUC | PR-AUC | recall@1%FPR |", "|---|---|---|---|"]
+            for name, m in sorted(r[level].items(), key=lambda kv: -(kv[1]["pr_auc"] or 0)):
+                lines.append(f"| {name} | {_cell(m, 'roc_auc')} | {_cell(m, 'pr_auc')} | "
+                             f"{_cell(m, 'recall_at_1pct_fpr')} |")
+            warn = next((m["warning"] for m in r[level].values() if "warning" in m), None)
+            lines += (["", f"⚠ {warn}"] if warn else []) + [""]
+        per = r["per_scenario_entity_recall_1pct"]
+        names = [n for n in (SERVED, "served_without_sequence_models", LABEL_FREE, "gradient_boosting",
+                             "isolation_forest") if n in per]
+        scen = sorted({s for n in names for s in per[n]})
+        if scen:
+            lines += ["**entity recall at 1 % FPR per scenario**", "",
+                      "| scenario | n | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+            for s in scen:
+                n = per[names[0]].get(s, {}).get("n_positive", 0)
+                lines.append(f"| {s} | {n} | " + " | ".join(_f(per[x].get(s, {}).get("recall_at_1pct_fpr"))
+                                                           for x in names) + " |")
+            lines.append("")
+        if r["name"] in plots:
+            lines += [f"![{r['name']}]({plots[r['name']]})", ""]
+        if "label_efficiency" in r:
+            lines += ["**label efficiency** (behaviour BERT alone, window level, test split)", "",
+                      "| labels | pretrained PR-AUC | from scratch PR-AUC |", "|---|---|---|"]
+            runs = r["label_efficiency"]["runs"]
+            for frac in FRACTIONS:
+                p = next((x for x in runs if x["fraction"] == frac and x["pretrained"]), {})
+                s = next((x for x in runs if x["fraction"] == frac and not x["pretrained"]), {})
+                lines.append(f"| {frac:.0%} ({p.get('train_anomalous', s.get('train_anomalous', '?'))} anomalous "
+                             f"windows) | {_f(p.get('pr_auc'))} | {_f(s.get('pr_auc'))} |")
+            if "label_efficiency" in plots:
+                lines += ["", f"![label efficiency]({plots['label_efficiency']})"]
+            lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _plots(out: Path, results: list[dict[str, Any]]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: dict[str, str] = {}
+    for r in results:
+        e = r["entities"]
+        names = sorted(e, key=lambda n: -(e[n]["pr_auc"] or 0))
+        vals = np.array([e[n]["pr_auc"] or 0 for n in names])
+        ci = np.array([e[n]["pr_auc_ci"] for n in names], dtype=float)
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
+        colors = ["tab:red" if n in (SERVED, LABEL_FREE) else "tab:gray" if n in BASELINES else "tab:blue"
+                  for n in names]
+        ax.barh(names, vals, color=colors,
+                xerr=np.abs(np.vstack([vals - ci[:, 0], ci[:, 1] - vals])), capsize=2)
+        ax.invert_yaxis()
+        ax.set_xlabel("entity-level PR-AUC (90 % bootstrap interval)")
+        ax.set_title(r["name"])
+        ax.set_xlim(0, 1)
+        fig.tight_layout()
+        fname = f"{r['name']}_entity_pr_auc.png"
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+        made[r["name"]] = fname
+        if "label_efficiency" in r:
+            runs = r["label_efficiency"]["runs"]
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for pre, style in ((True, "o-"), (False, "s--")):
+                pts = sorted((x["fraction"], x["pr_auc"]) for x in runs if x["pretrained"] == pre)
+                if pts:
+                    ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], style,
+                            label="pretrained (masked tokens)" if pre else "from scratch")
+            ax.set_xscale("log")
+            ax.set_xlabel("% of training labels")
+            ax.set_ylabel("window PR-AUC (test)")
+            ax.set_title(f"label efficiency: {r['name']}")
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(out / "label_efficiency.png", dpi=110)
+            plt.close(fig)
+            made["label_efficiency"] = "label_efficiency.png"
+    return made
+
+
+def run_suite(out: Path, only: list[str] | None = None, shared: Path = SHARED, config: Path | None = None,
+              log: Any = _stderr) -> Path:
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    results, skipped = [], {}
+    names = only or list(SETS)
+    for name in tqdm(names, desc="evaluation sets", unit="set"):
+        try:
+            ds = SETS[name](shared)
+            results.append(run_set(ds, out / "runs" / ds.name, studies=name == "generator", config=config, log=log))
+        except SkipSet as e:
+            skipped[name] = str(e)
+            log(f"[{name}] skipped: {e}")
+            continue
+        (out / "results.json").write_text(json.dumps(clean({"results": results, "skipped": skipped}), indent=1))
+        write_report(out, results, skipped, time.perf_counter() - t0)
+    (out / "results.json").write_text(json.dumps(clean({"results": results, "skipped": skipped}), indent=1))
+    return write_report(out, results, skipped, time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m seqguard.evaluation.suite", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("reports/suite"))
+    p.add_argument("--sets", nargs="+", choices=list(SETS), help="only these sets (default: all)")
+    p.add_argument("--config", type=Path, default=None, help="training config (default: the shipped default)")
+    p.add_argument("--shared", type=Path, default=SHARED,
+                   help=f"folder of the staged real data sets (default {SHARED}); absent sets are skipped")
+    args = p.parse_args(argv)
+    from seqguard.commands.train import quiet_openmp
+
+    quiet_openmp()
+    path = run_suite(args.out, args.sets, args.shared, args.config)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

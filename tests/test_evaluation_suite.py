@@ -1,0 +1,58 @@
+"""The evaluation suite (`make evaluate`) on a tiny generated set: every score at both levels, intervals, report,
+plots; an absent ../shared set is skipped with its reason (tests never read ../shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seqguard.evaluation.datasets import EvalSet, generator_set
+from seqguard.evaluation.suite import BASELINES, LABEL_FREE, SERVED, run_set, run_suite, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "seqguard/data/train_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("suite")
+    ds = generator_set(seed=77, users=500, days=4)
+    return out, run_set(ds, out / "runs" / ds.name, config=TINY, log=lambda *_: None)
+
+
+def test_every_score_at_both_levels_with_intervals(result: tuple[Path, dict]) -> None:
+    _, r = result
+    for level in ("windows", "entities"):
+        names = set(r[level])
+        assert {SERVED, LABEL_FREE, "served_without_sequence_models", *BASELINES} <= names
+        assert {"component:behaviour_bert", "component:unsupervised_sequence", "label_free:ecod"} <= names
+        for m in r[level].values():
+            for key in ("roc_auc", "pr_auc", "recall_at_1pct_fpr"):
+                lo, hi = m[f"{key}_ci"]
+                assert lo <= m[key] + 1e-9 and m[key] - 1e-9 <= hi, (key, m)
+    # Entities are fewer than windows (several days each), and every anomalous entity has a scenario.
+    assert r["split"]["test_entities"] <= r["split"]["test"]
+    per = r["per_scenario_entity_recall_1pct"][SERVED]
+    assert "normal" not in per and sum(v["n_positive"] for v in per.values()) == r["split"]["test_anomalous_entities"]
+
+
+def test_report_and_plots(result: tuple[Path, dict], tmp_path: Path) -> None:
+    _, r = result
+    path = write_report(tmp_path, [r], {"bitcoin_otc": "absent"}, 12.0)
+    text = path.read_text()
+    assert "bitcoin_otc: skipped" in text and "**entity level**" in text and "**window level**" in text
+    assert "label-free entity PR-AUC" in text and "sequence models add" in text
+    assert (tmp_path / f"{r['name']}_entity_pr_auc.png").stat().st_size > 1000
+
+
+def test_absent_shared_sets_are_skipped(tmp_path: Path) -> None:
+    report = run_suite(tmp_path / "out", ["taobao_inject_1", "wikipedia_vews"], shared=tmp_path / "nothing",
+                       config=TINY, log=lambda *_: None)
+    text = report.read_text()
+    assert "taobao_inject_1: skipped" in text and "is absent" in text and "wikipedia_vews: skipped" in text
+
+
+def test_eval_set_shape() -> None:
+    ds = generator_set(seed=5, users=120, days=2)
+    assert isinstance(ds, EvalSet) and {"is_anomaly", "scenario"} <= set(ds.frame.columns)
