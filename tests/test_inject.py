@@ -154,3 +154,16 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_cli_missing_events_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["inject", "--events", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_labels_table_joins_with_seqguard_labels(tmp_path: Path) -> None:
+    """The labels table is what `train --labels` reads: seqguard.labels loads and joins it onto the events."""
+    from seqguard.labels import join_labels, load_labels
+
+    res = inject(_view_cart_buy(), ["brushing", "scalping"], rate=0.05, seed=5)
+    res.labels.to_csv(tmp_path / "labels.csv", index=False)
+    labels = load_labels(tmp_path / "labels.csv")
+    joined, _ = join_labels(res.events.drop(columns=["is_anomaly", "scenario"]), labels)
+    positive = set(joined.loc[joined["is_anomaly"], "user_id"])
+    assert positive == set(res.events.loc[res.events["is_anomaly"], "user_id"])
+    assert set(joined.loc[joined["is_anomaly"], "scenario"]) == {"brushing", "scalping"}

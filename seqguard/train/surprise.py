@@ -3,10 +3,10 @@
 The masked-token encoder sees both sides of a token, so it cannot say in one pass how likely each event was given
 what came before. This stage therefore starts a causal BERT (SequenceSurpriseModel) from the masked-token pretrained
 weights and trains it on next-token prediction over the same unlabeled training windows, for as many epochs as the
-masked-token stage. Then it measures the training windows' surprise statistics (mean / max event NLL, the 99th
-percentile of event NLL that makes an event "improbable", the share of improbable events) and writes them into the
-model's config, so the exported graph computes the standardised score by itself: one forward pass per window, the
-same inputs and output as every other served model.
+masked-token stage (more on small captures: at least MIN_STEPS steps). Then it measures the training windows'
+surprise statistics (mean / max event NLL, the 99th percentile of event NLL that makes an event "improbable", the
+share of improbable events) and writes them into the model's config, so the exported graph computes the standardised
+score by itself: one forward pass per window, the same inputs and output as every other served model.
 
 Labels are never read here.
 """
@@ -32,18 +32,24 @@ NAME = SURPRISE
 KIND = "surprise"
 IMPROBABLE_QUANTILE = 0.99
 STATS_WINDOWS = 4000  # training windows the statistics are measured on (a sample: quantiles settle well before)
+# Small captures (a few thousand windows) give a handful of steps per epoch: too few for next-event statistics to
+# mean anything. The stage runs at least this many steps (more epochs), up to MAX_EPOCHS.
+MIN_STEPS = 150
+MAX_EPOCHS = 4
 
 
 @dataclass
 class SurpriseResult:
     model: Any
     train_margins: np.ndarray  # the surprise z of the (sampled) training windows: the label-free reference
+    epochs: int
     steps: int
     final_loss: float | None
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "final_loss": self.final_loss, "seconds": round(self.seconds, 2),
+        return {"epochs": self.epochs, "steps": self.steps, "final_loss": self.final_loss,
+                "seconds": round(self.seconds, 2),
                 "reference_windows": len(self.train_margins)}
 
 
@@ -95,13 +101,15 @@ def train_surprise(pre: PretrainResult, encoded: list[Encoded], idx: np.ndarray,
         gen_idx = np.sort(rng.choice(idx, cfg.pretrain_max_windows, replace=False))
     model = new_surprise_model(seq_cfg, cfg, pre, seed)
     lengths = np.fromiter((len(encoded[int(i)].input_ids) for i in gen_idx), dtype=np.int64, count=len(gen_idx))
-    total = cfg.pretrain_epochs * math.ceil(len(gen_idx) / cfg.batch_size)
+    per_epoch = math.ceil(len(gen_idx) / cfg.batch_size)
+    epochs = max(cfg.pretrain_epochs, min(MAX_EPOCHS, math.ceil(MIN_STEPS / per_epoch)))
+    total = epochs * per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     bar = tqdm(total=total, desc="surprise model (next event)", unit="step", disable=not progress, leave=False)
     model.train()
     steps, loss_avg = 0, None
-    for _ in range(cfg.pretrain_epochs):
+    for _ in range(epochs):
         for b in bucket_batches(lengths, cfg.batch_size, rng):
             t = tensors(encoded, gen_idx[b])
             nll, valid = model.token_nll(t["input_ids"], t["attention_mask"])
@@ -131,7 +139,7 @@ def train_surprise(pre: PretrainResult, encoded: list[Encoded], idx: np.ndarray,
     model.config.stat_mean = [float(v) for v in mean]
     model.config.stat_scale = [float(v) if v > 1e-9 else 1.0 for v in scale]
     margins = surprise_margin(predict_logits(model, encoded, ref))
-    return SurpriseResult(model, margins, steps, loss_avg, time.perf_counter() - t0)
+    return SurpriseResult(model, margins, epochs, steps, loss_avg, time.perf_counter() - t0)
 
 
 def _window_stats(model: Any, encoded: list[Encoded], idx: np.ndarray, batch_size: int = 256) -> np.ndarray:
