@@ -8,21 +8,30 @@ from pathlib import Path
 import pytest
 
 from seqguard.evaluation.datasets import EvalSet, generator_set
-from seqguard.evaluation.suite import BASELINES, LABEL_FREE, SERVED, run_set, run_suite, write_report
+from seqguard.evaluation.suite import (
+    BASELINES,
+    FRACTIONS,
+    LABEL_FREE,
+    SERVED,
+    label_efficiency_study,
+    run_set,
+    run_suite,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "seqguard/data/train_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, EvalSet]:
     out = tmp_path_factory.mktemp("suite")
     ds = generator_set(seed=77, users=500, days=4)
-    return out, run_set(ds, out / "runs" / ds.name, config=TINY, log=lambda *_: None)
+    return out / "runs" / ds.name, run_set(ds, out / "runs" / ds.name, config=TINY, log=lambda *_: None), ds
 
 
-def test_every_score_at_both_levels_with_intervals(result: tuple[Path, dict]) -> None:
-    _, r = result
+def test_every_score_at_both_levels_with_intervals(result: tuple[Path, dict, EvalSet]) -> None:
+    _, r, _ = result
     for level in ("windows", "entities"):
         names = set(r[level])
         assert {SERVED, LABEL_FREE, "served_without_sequence_models", *BASELINES} <= names
@@ -37,8 +46,8 @@ def test_every_score_at_both_levels_with_intervals(result: tuple[Path, dict]) ->
     assert "normal" not in per and sum(v["n_positive"] for v in per.values()) == r["split"]["test_anomalous_entities"]
 
 
-def test_report_and_plots(result: tuple[Path, dict], tmp_path: Path) -> None:
-    _, r = result
+def test_report_and_plots(result: tuple[Path, dict, EvalSet], tmp_path: Path) -> None:
+    _, r, _ = result
     path = write_report(tmp_path, [r], {"bitcoin_otc": "absent"}, 12.0)
     text = path.read_text()
     assert "bitcoin_otc: skipped" in text and "**entity level**" in text and "**window level**" in text
@@ -56,3 +65,16 @@ def test_absent_shared_sets_are_skipped(tmp_path: Path) -> None:
 def test_eval_set_shape() -> None:
     ds = generator_set(seed=5, users=120, days=2)
     assert isinstance(ds, EvalSet) and {"is_anomaly", "scenario"} <= set(ds.frame.columns)
+
+
+def test_label_efficiency_with_and_without_the_pretrained_encoder(result: tuple[Path, dict, EvalSet],
+                                                                   tmp_path: Path) -> None:
+    run_dir, r, ds = result
+    study = label_efficiency_study(ds, run_dir, TINY, log=lambda *_: None)
+    runs = study["runs"]
+    assert sorted({x["fraction"] for x in runs}) == FRACTIONS
+    assert {x["pretrained"] for x in runs} == {True, False}
+    train = {x["fraction"]: x["train_windows"] for x in runs}
+    assert train[0.01] < train[0.25] < train[1.0]
+    path = write_report(tmp_path, [{**r, "label_efficiency": study}], {}, 1.0)
+    assert "**label efficiency**" in path.read_text() and (tmp_path / "label_efficiency.png").is_file()

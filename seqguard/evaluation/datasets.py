@@ -129,9 +129,9 @@ def wikipedia_vews(root: Path = SHARED, users: int = 3000, seed: int = 0) -> Eva
 
 
 SETS: dict[str, Callable[[Path], EvalSet]] = {
-    "generator": lambda root: generator_set(),
     "taobao_inject_1": lambda root: taobao_injected(1, root=root),
     "taobao_inject_2": lambda root: taobao_injected(2, root=root),
+    "generator": lambda root: generator_set(),
     "bitcoin_otc": bitcoin_otc,
     "wikipedia_vews": wikipedia_vews,
 }
