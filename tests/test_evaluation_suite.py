@@ -14,6 +14,7 @@ from seqguard.evaluation.suite import (
     LABEL_FREE,
     SERVED,
     label_efficiency_study,
+    label_free_scorer,
     run_set,
     run_suite,
     write_report,
@@ -35,7 +36,7 @@ def test_every_score_at_both_levels_with_intervals(result: tuple[Path, dict, Eva
     for level in ("windows", "entities"):
         names = set(r[level])
         assert {SERVED, LABEL_FREE, "served_without_sequence_models", *BASELINES} <= names
-        assert {"component:behaviour_bert", "component:unsupervised_sequence", "label_free:ecod"} <= names
+        assert {"component:behaviour_bert", "component:unsupervised_sequence", "component:unsupervised"} <= names
         for m in r[level].values():
             for key in ("roc_auc", "pr_auc", "recall_at_1pct_fpr"):
                 lo, hi = m[f"{key}_ci"]
@@ -69,8 +70,8 @@ def test_eval_set_shape() -> None:
 
 def test_label_efficiency_with_and_without_the_pretrained_encoder(result: tuple[Path, dict, EvalSet],
                                                                    tmp_path: Path) -> None:
-    run_dir, r, ds = result
-    study = label_efficiency_study(ds, run_dir, TINY, log=lambda *_: None)
+    _, r, ds = result
+    study = label_efficiency_study(ds, TINY, log=lambda *_: None)
     runs = study["runs"]
     assert sorted({x["fraction"] for x in runs}) == FRACTIONS
     assert {x["pretrained"] for x in runs} == {True, False}
@@ -78,3 +79,30 @@ def test_label_efficiency_with_and_without_the_pretrained_encoder(result: tuple[
     assert train[0.01] < train[0.25] < train[1.0]
     path = write_report(tmp_path, [{**r, "label_efficiency": study}], {}, 1.0)
     assert "**label efficiency**" in path.read_text() and (tmp_path / "label_efficiency.png").is_file()
+
+
+def test_label_free_score_is_what_train_no_labels_serves(result: tuple[Path, dict, EvalSet], tmp_path: Path) -> None:
+    """The suite's label-free score (from the labelled checkpoint's detector and surprise model) ranks exactly as
+    the checkpoint `train --no-labels` writes for the same data."""
+    import numpy as np
+
+    from seqguard.evaluation.suite import _train_cfg
+    from seqguard.scoring.ensemble import SURPRISE
+    from seqguard.scoring.scorer import Scorer
+    from seqguard.train.checkpoint import load_models
+    from seqguard.train.dataset import build_windows
+    from seqguard.train.loop import predict_logits
+    from seqguard.train.pipeline import train_checkpoint
+
+    run_dir, _, ds = result
+    cfg = _train_cfg(ds, False, TINY)  # exactly the suite's config for this set
+    nolabels = train_checkpoint(ds.frame.drop(columns=["is_anomaly", "scenario"]), cfg, tmp_path / "free",
+                                progress=False, log=lambda *_: None)
+    ws = build_windows(ds.frame, cfg.sequence)
+    idx = np.arange(0, len(ws), 7)
+    x = ws.features[idx]
+    derived = label_free_scorer(Scorer.load(run_dir / "models"))
+    a = derived.score_batch({SURPRISE: predict_logits(load_models(run_dir / "models")[SURPRISE], ws.encoded, idx)}, x)
+    served = Scorer.load(nolabels)
+    b = served.score_batch({SURPRISE: predict_logits(load_models(nolabels)[SURPRISE], ws.encoded, idx)}, x)
+    np.testing.assert_allclose(a.score, b.score, atol=1e-6)

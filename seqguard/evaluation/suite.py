@@ -1,12 +1,12 @@
 """`make evaluate`: one command, one report (reports/suite/) on every evaluation set, with plots.
 
-Per set: train a labelled checkpoint and a label-free one (`train --no-labels`) with the shipped default config,
-then score the held-out test windows of the training split with the served score (`Scorer`, as the service does),
-every component, and the baselines on the aggregate features (rules, isolation forest, logistic regression,
-gradient boosting; fitted on the same training windows). Figures at window level and at entity level (window scores
-averaged per entity with seqguard.scoring.entity; an entity is positive when any of its windows is), each with a
-bootstrap 90 % interval. On the generator set it also draws the label-efficiency curve (1, 5, 10, 25, 100 % of the
-training labels, BERT with and without masked-token pretraining).
+Per set: train a checkpoint with the shipped default config (its label-free parts give the `train --no-labels`
+score: see label_free_scorer), then score the held-out test windows of the training split with the served score
+(`Scorer`, as the service does), every component, and the baselines on the aggregate features (rules, isolation
+forest, logistic regression, gradient boosting; fitted on the same training windows). Figures at window level and
+at entity level (window scores averaged per entity with seqguard.scoring.entity; an entity is positive when any of
+its windows is), each with a bootstrap 90 % interval. On the generator set it also draws the label-efficiency curve
+(1, 5, 10, 25, 100 % of the training labels, BERT with and without masked-token pretraining).
 """
 
 from __future__ import annotations
@@ -98,36 +98,27 @@ def run_set(ds: EvalSet, out: Path, studies: bool = False, config: Path | None =
     from seqguard.train.loop import predict_logits
     from seqguard.train.pipeline import train_checkpoint
     from seqguard.train.scores import baseline_scores, fit_baselines, scorer_sources
-    from seqguard.train.surprise import surprise_margin
 
     t0 = time.perf_counter()
     cfg = _train_cfg(ds, studies, config)
     out.mkdir(parents=True, exist_ok=True)
     quiet = lambda *_: None  # noqa: E731 - the suite prints its own progress lines
-    log(f"[{ds.name}] training (labelled) on {len(ds.frame):,} events")
+    log(f"[{ds.name}] training on {len(ds.frame):,} events")
     labelled = train_checkpoint(ds.frame, cfg, out / "models", progress=False, log=quiet)
-    log(f"[{ds.name}] training (--no-labels)")
-    free = train_checkpoint(ds.frame.drop(columns=["is_anomaly", "scenario"]), cfg, out / "models_nolabels",
-                            progress=False, log=quiet)
     ws = build_windows(ds.frame, cfg.sequence)
     split = split_windows(ws, cfg.split, cfg.seed)
     y = ws.y()
     test, train = split.test, split.train
-    sources: dict[str, np.ndarray] = {}
-    for tag, folder in ((SERVED, labelled), (LABEL_FREE, free)):
-        scorer = Scorer.load(folder)
-        models = load_models(folder)
-        logits = {n: predict_logits(models[n], ws.encoded, test) for n in scorer.components}
-        got, _ = scorer_sources(scorer, logits, ws.features[test])
-        if tag == SERVED:
-            sources[SERVED] = got.pop("ensemble")
-            sources["served_without_sequence_models"] = got.pop("ensemble_degraded", sources[SERVED])
-            sources.update({f"component:{k}": v for k, v in got.items()})
-        else:
-            sources[LABEL_FREE] = got["ensemble"]
-            if SURPRISE in logits:
-                sources[f"label_free:{SURPRISE}"] = surprise_margin(logits[SURPRISE])
-            sources["label_free:ecod"] = got["unsupervised"]
+    scorer = Scorer.load(labelled)
+    models = load_models(labelled)
+    logits = {n: predict_logits(models[n], ws.encoded, test) for n in scorer.components}
+    got, _ = scorer_sources(scorer, logits, ws.features[test])
+    sources: dict[str, np.ndarray] = {SERVED: got.pop("ensemble")}
+    sources["served_without_sequence_models"] = got.pop("ensemble_degraded", sources[SERVED])
+    sources.update({f"component:{k}": v for k, v in got.items()})
+    free = label_free_scorer(scorer)
+    if free is not None:
+        sources[LABEL_FREE] = free.score_batch({SURPRISE: logits[SURPRISE]}, ws.features[test]).score
     sources["rules_only"] = sources.pop("component:rules_only")
     base = fit_baselines(ws.features[train], y[train], cfg.seed)
     sources.update(baseline_scores(base, ws.features[test]))
@@ -158,27 +149,48 @@ def run_set(ds: EvalSet, out: Path, studies: bool = False, config: Path | None =
     result["split"] = {"train": len(train), "test": len(test), "test_anomalous": int(yt.sum()),
                        "test_entities": len(ent_y), "test_anomalous_entities": int(ent_y.sum())}
     if studies:
-        result["label_efficiency"] = label_efficiency_study(ds, out, config, log)
+        result["label_efficiency"] = label_efficiency_study(ds, config, log)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
 
-def label_efficiency_study(ds: EvalSet, out: Path, config: Path | None = None, log: Any = _stderr) -> dict[str, Any]:
-    """BERT at 1..100 % of the training labels, from the label-free checkpoint's pretrained encoder (run_set wrote it
-    under `out`: the same windows and seed as the labelled run, so the same pretraining) or from scratch."""
-    from transformers import BertForMaskedLM
+def label_free_scorer(scorer: Any) -> Any:
+    """What `train --no-labels` serves, from a labelled checkpoint's label-free parts.
 
+    The detector and the surprise model never read labels, and a labelled run trains them on the same windows with
+    the same seed as a label-free run, so they are the very models `--no-labels` would train; only the combination
+    differs. The label-free combination is rebuilt here (the same percentile stacker, scored by the same Scorer), so
+    the suite trains once per set. tests/test_evaluation_suite.py holds it equal to a real `--no-labels` checkpoint.
+    """
+    from seqguard.scoring.ensemble import Ensemble, percentile_stacker
+    from seqguard.scoring.scorer import Scorer
+
+    ens = scorer.ensemble
+    if SURPRISE not in ens.components or SURPRISE not in ens.reference:
+        return None
+    names = Ensemble.input_names([SURPRISE], ens.rule_ids)
+    main = percentile_stacker(names, ens.review_fpr, ens.block_fpr, "label-free")
+    deg = percentile_stacker(Ensemble.input_names([], ens.rule_ids), ens.review_fpr, ens.block_fpr, "label-free")
+    free = Ensemble([SURPRISE], list(ens.rule_ids), main, deg, ens.review_fpr, ens.block_fpr,
+                    reference={SURPRISE: ens.reference[SURPRISE]})
+    return Scorer(free, scorer.rules, scorer.detector)
+
+
+def label_efficiency_study(ds: EvalSet, config: Path | None = None, log: Any = _stderr) -> dict[str, Any]:
+    """BERT at 1..100 % of the training labels, from the masked-token pretrained encoder (pretrained again on the
+    training windows, as `train` does: labels unread) or from scratch."""
+    from seqguard.train.bert import pretrain
     from seqguard.train.dataset import build_windows, split_windows
-    from seqguard.train.pipeline import ENCODER
+    from seqguard.train.loop import setup_torch
     from seqguard.train.studies import label_efficiency
 
     cfg = _train_cfg(ds, True, config)
+    setup_torch(cfg.seed, cfg.threads)
     ws = build_windows(ds.frame, cfg.sequence)
     split = split_windows(ws, cfg.split, cfg.seed)
     log(f"[{ds.name}] label efficiency: {len(FRACTIONS)} label fractions x with / without pretraining")
-    enc = out / "models_nolabels" / ENCODER
-    state = BertForMaskedLM.from_pretrained(enc).bert.state_dict() if enc.is_dir() else None
-    return label_efficiency(ws, split, cfg, state, None, progress=False)
+    pre = pretrain(ws.encoded, split.train, cfg.sequence, cfg.bert, cfg.seed)
+    return label_efficiency(ws, split, cfg, pre.encoder_state(), None, progress=False)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -234,7 +246,8 @@ def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, st
     plots = _plots(out, results)
     lines = ["# seqguard evaluation suite", "",
              f"`make evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds / 60:.1f} min. "
-             "Each set: a labelled checkpoint and a label-free one (`--no-labels`) trained with the default config; "
+             "Each set: one checkpoint trained with the default config; `label_free` is what `train --no-labels` "
+             "serves (the detector and the surprise model, which never read labels, averaged); "
              "figures on the held-out test windows of the training split; entity score = mean of its test windows' "
              f"scores. Intervals: bootstrap 5-95 % ({BOOT} resamples).", ""]
     for name, why in skipped.items():
@@ -355,8 +368,8 @@ def run_suite(out: Path, only: list[str] | None = None, shared: Path = SHARED, c
             continue
         save()  # a report after every set: the slow study below never holds the others back
     if STUDY_SET in built:
-        ds, run_dir = built[STUDY_SET]
-        study = label_efficiency_study(ds, run_dir, config, log)
+        ds, _ = built[STUDY_SET]
+        study = label_efficiency_study(ds, config, log)
         next(r for r in results if r["name"] == ds.name)["label_efficiency"] = study
     return save()
 
