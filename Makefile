@@ -62,7 +62,7 @@ bench: setup
 # $(SHARED) (each skipped when absent) -> reports/suite/report.md with plots.
 SHARED ?= ../shared/data
 evaluate: setup
-	$(BIN)/python -m seqguard.evaluation.suite --out reports/suite --shared $(SHARED)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m seqguard.evaluation.suite --out reports/suite --shared $(SHARED)
 
 clean:
 	rm -rf $(MODELS) $(DATA) reports .pytest_cache
