@@ -38,13 +38,14 @@ def test_every_score_at_both_levels_with_intervals(result: tuple[Path, dict, Eva
         assert {SERVED, LABEL_FREE, "served_without_sequence_models", *BASELINES} <= names
         assert {"component:behaviour_bert", "component:unsupervised_sequence", "component:unsupervised"} <= names
         for m in r[level].values():
-            for key in ("roc_auc", "pr_auc", "recall_at_1pct_fpr"):
+            for key in ("roc_auc", "pr_auc", "recall_at_0.05_fpr"):
                 lo, hi = m[f"{key}_ci"]
                 assert lo <= m[key] + 1e-9 and m[key] - 1e-9 <= hi, (key, m)
     # Entities are fewer than windows (several days each), and every anomalous entity has a scenario.
     assert r["split"]["test_entities"] <= r["split"]["test"]
-    per = r["per_scenario_entity_recall_1pct"][SERVED]
+    per = r["entities"][SERVED]["per_scenario"]
     assert "normal" not in per and sum(v["n_positive"] for v in per.values()) == r["split"]["test_anomalous_entities"]
+    assert r["split"]["mode"] in ("time", "entity") and r["split"]["why"]
 
 
 def test_report_and_plots(result: tuple[Path, dict, EvalSet], tmp_path: Path) -> None:
