@@ -96,7 +96,7 @@ def bitcoin_otc(root: Path = SHARED) -> EvalSet:
     return EvalSet("bitcoin_otc", _complete(frame, str(path)), notes, entity_split=True)
 
 
-def wikipedia_vews(root: Path = SHARED, users: int = 3000, seed: int = 0) -> EvalSet:
+def wikipedia_vews(root: Path = SHARED, users: int = 2000, seed: int = 0) -> EvalSet:
     folder = root / "wikipedia_vews_vandals"
     if not (folder / "edits.csv").is_file():
         raise SkipSet(f"{folder / 'edits.csv'} is absent")
@@ -131,7 +131,7 @@ def wikipedia_vews(root: Path = SHARED, users: int = 3000, seed: int = 0) -> Eva
 SETS: dict[str, Callable[[Path], EvalSet]] = {
     "taobao_inject_1": lambda root: taobao_injected(1, root=root),
     "taobao_inject_2": lambda root: taobao_injected(2, root=root),
-    "generator": lambda root: generator_set(),
     "bitcoin_otc": bitcoin_otc,
     "wikipedia_vews": wikipedia_vews,
+    "generator": lambda root: generator_set(),
 }
