@@ -208,11 +208,13 @@ def _checks(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, str], seconds: float) -> Path:
+def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, str], seconds: float,
+                 config: Path | None = None) -> Path:
     plots = _plots(out, results)
+    config_name = f"`{config}`" if config else "the shipped default config"
     lines = ["# seqguard evaluation suite", "",
              f"`make evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds / 60:.1f} min. "
-             "Each set: one checkpoint trained with the default config; `label_free` is what `train --no-labels` "
+             f"Each set: one checkpoint trained with {config_name}; `label_free` is what `train --no-labels` "
              "serves (the detector and the surprise model, which never read labels, averaged); "
              "figures on the held-out test windows of the training split; entity score = the aggregation of its test "
              "windows' scores that training chose on validation (seqguard.train.entity_metrics). Intervals: bootstrap "
@@ -322,7 +324,7 @@ def run_suite(out: Path, only: list[str] | None = None, shared: Path = SHARED, c
 
     def save() -> Path:
         (out / "results.json").write_text(json.dumps(clean({"results": results, "skipped": skipped}), indent=1))
-        return write_report(out, results, skipped, time.perf_counter() - t0)
+        return write_report(out, results, skipped, time.perf_counter() - t0, config)
 
     names = only or list(SETS)
     for name in tqdm(names, desc="evaluation sets", unit="set"):
