@@ -49,7 +49,7 @@ def _complete(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return good
 
 
-def generator_set(seed: int = 101, users: int = 2000, days: int = 7) -> EvalSet:
+def generator_set(seed: int = 101, users: int = 1500, days: int = 7) -> EvalSet:
     from seqguard.generator import GeneratorConfig, generate
 
     data = generate(GeneratorConfig(users=users, days=days, seed=seed))
