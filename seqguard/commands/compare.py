@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seqguard.cli import CliError
-from seqguard.commands.train import quiet_openmp
+from seqguard.train.openmp import quiet_openmp
 
 
 def read_events_or_exit(path: Path, mapping: Path | None = None, on_error: str = "skip") -> Any:

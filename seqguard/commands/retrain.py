@@ -11,7 +11,7 @@ from pathlib import Path
 
 from seqguard.cli import CliError
 from seqguard.commands.compare import join_outcomes, outcome_args, read_events_or_exit
-from seqguard.commands.train import quiet_openmp
+from seqguard.train.openmp import quiet_openmp
 
 RETRAIN_FILE = "retrain.json"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -14,13 +13,7 @@ from typing import Any
 import yaml
 
 from seqguard.cli import CliError
-
-
-def quiet_openmp() -> None:
-    """Before torch loads: idle OpenMP threads sleep instead of spinning. On a shared 2-core machine a spinning
-    thread waits on descheduled peers at every parallel region and a training step gets ~6x slower (measured here
-    against one competing 2-thread process); sleeping costs little on an idle machine. A user's setting wins."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from seqguard.train.openmp import quiet_openmp
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", type=Path, default=SHARED,
                    help=f"folder of the staged real data sets (default {SHARED}); absent sets are skipped")
     args = p.parse_args(argv)
-    from seqguard.commands.train import quiet_openmp
+    from seqguard.train.openmp import quiet_openmp
 
     quiet_openmp()
     path = run_suite(args.out, args.sets, args.shared, args.config)
