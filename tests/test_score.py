@@ -197,3 +197,42 @@ def test_bad_models_and_flags_get_clear_errors(tiny_repo: Path, tiny_checkpoint:
     code, err = score(["--models", str(tiny_repo), *base, "--mapping", str(mapping)], capsys)
     assert code == 2 and "maps user_id from column 'uid', which the file lacks" in err
     assert not Path(out).exists()
+
+
+def test_labels_table_marks_entities_and_bad_tables_are_named(
+        tiny_repo: Path, events_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame, _ = read_events(events_file)
+    truth = frame.groupby("user_id")["is_anomaly"].max()
+    table = pd.DataFrame({"entity_id": truth.index, "label": truth.astype(int).to_numpy()})
+    labelled, unlabelled = table.iloc[1:], table["entity_id"].iloc[0]
+    labels = tmp_path / "labels.csv"
+    labelled.assign(scenario=np.where(labelled["label"] == 1, "bot", None)).to_csv(labels, index=False)
+    events = tmp_path / "events.parquet"
+    write_events(frame.drop(columns=["is_anomaly", "scenario"]), events)
+    out = tmp_path / "ent.parquet"
+    code, err = score(["--models", str(tiny_repo), "--data", str(events), "--out", str(out), "--level", "entity",
+                       "--labels", str(labels)], capsys)
+    assert code == 0, err
+    assert (f"labels: {int(labelled['label'].sum())} positive and {int((labelled['label'] == 0).sum())} negative "
+            "entities matched; 0 labelled entities absent from the events; 1 scored entities without a label "
+            "(treated as normal)") in err
+    rows = pd.read_parquet(out).set_index("entity_id")
+    assert rows.loc[unlabelled, "label"] == 0 and rows.loc[unlabelled, "scenario"] == "normal"
+    lab = labelled.set_index("entity_id")["label"]
+    assert (rows.loc[lab.index, "label"] == lab).all()
+    assert set(rows.loc[lab.index[lab == 1], "scenario"]) == {"bot"}
+    code, err = score(["--models", str(tiny_repo), "--data", str(events), "--out", str(out), "--labels", str(labels),
+                       "--unlabelled", "exclude"], capsys)
+    assert code == 0 and unlabelled not in set(pd.read_parquet(out)["entity_id"])
+
+    strangers = tmp_path / "strangers.csv"
+    strangers.write_text("entity_id,label\nnobody-1,1\nnobody-2,0\n")
+    code, err = score(["--models", str(tiny_repo), "--data", str(events), "--out", str(tmp_path / "x.parquet"),
+                       "--labels", str(strangers)], capsys)
+    assert code == 2 and "no entity of the labels table occurs in the events: 0 of 2 labelled ids match" in err
+    assert not (tmp_path / "x.parquet").exists()
+    dup = tmp_path / "dup.csv"
+    dup.write_text("entity_id,label\na,1\na,0\nb,maybe\n")
+    code, err = score(["--models", str(tiny_repo), "--data", str(events), "--out", str(tmp_path / "x.parquet"),
+                       "--labels", str(dup)], capsys)
+    assert code == 2 and "labels file" in err and str(dup) in err

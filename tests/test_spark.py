@@ -111,12 +111,20 @@ def test_spark_mapping_row_errors_and_entity_level(spark, tiny_repo: Path, sampl
     mapping.write_text(json.dumps({"name": "shop", "fields": {"user_id": "uid", "ts": "time", "event_type": "kind",
                                                                 **fields},
                                    "values": {"event_type": {"pv": "view"}}}))
-    args = ["--models", str(tiny_repo), "--data", str(csv), "--mapping", str(mapping), "--level", "entity"]
+    truth = sample.groupby("user_id")["is_anomaly"].max().astype(int)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"entity_id": truth.index[1:], "label": truth.to_numpy()[1:]}).to_csv(labels, index=False)
+    args = ["--models", str(tiny_repo), "--data", str(csv), "--mapping", str(mapping), "--level", "entity",
+            "--labels", str(labels)]
     a, b, single_log, spark_log = single_and_spark(args, tmp_path / "single.csv", tmp_path / "spark_ent", capsys)
     a["first_window_end"] = pd.to_datetime(a["first_window_end"], utc=True)
     a["last_window_end"] = pd.to_datetime(a["last_window_end"], utc=True)
     assert_equal_rows(a, b, ["entity_id"])
     assert (b["aggregation"] == "mean").all()
+    assert f"labels: {int(truth.iloc[1:].sum())} positive" in spark_log
+    assert "1 scored entities without a label" in spark_log
+    assert b.set_index("entity_id").loc[truth.index[1:], "label"].tolist() == truth.to_numpy()[1:].tolist()
+    assert b.set_index("entity_id").loc[truth.index[0], "label"] == 0
     errors = json.loads((tmp_path / "spark_ent" / "_row_errors.json").read_text())
     assert errors["rows_skipped"] == 3 and errors["rows_read"] == len(raw) + 3
     assert errors["reasons"] == {"event_type: unknown event type": 1, "ts: ISO timestamp has no UTC offset": 1,

@@ -123,6 +123,9 @@ def _load_labels(path: Path):  # -> pd.DataFrame
 
 
 def _run_spark(args: argparse.Namespace, mapping, labels) -> int:
+    from seqguard.batch_score import BatchScoreError
+    from seqguard.io import DataError
+
     try:
         from seqguard.spark import SparkUnavailable, score_path
     except ImportError as e:
@@ -132,6 +135,12 @@ def _run_spark(args: argparse.Namespace, mapping, labels) -> int:
                              unlabelled=args.unlabelled, level=args.level, every=args.every,
                              aggregation=args.aggregation, master=args.master, threads=args.threads)
     except SparkUnavailable as e:
+        raise CliError(str(e)) from None
+    except (BatchScoreError, DataError, ValueError) as e:  # ValueError: labels that match no scored entity
+        if Path(args.out).is_dir() and not str(args.out).startswith(("s3:", "gs:", "hdfs:")):
+            import shutil
+
+            shutil.rmtree(args.out, ignore_errors=True)
         raise CliError(str(e)) from None
     print(summary, file=sys.stderr)
     return 0

@@ -281,6 +281,7 @@ def score_path(data: str, models: str | Path, out: str | Path, mapping: ColumnMa
     if level == "window":
         writer = writer.partitionBy("window_date")
     writer.parquet(str(out))
+    label_line = _label_report(spark, str(out), labels, unlabelled) if labels is not None else None
     counts = Counter(errors.value)
     reasons = {k.removeprefix("error: "): v for k, v in counts.most_common() if k.startswith("error: ")}
     report = {"rows_read": counts["rows_read"], "rows_ok": counts["rows_ok"],
@@ -289,6 +290,8 @@ def score_path(data: str, models: str | Path, out: str | Path, mapping: ColumnMa
         Path(out, ROW_ERRORS_FILE).write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"{data}: read {report['rows_read']} rows, kept {report['rows_ok']}, skipped {report['rows_skipped']}"]
     lines += [f"  {n:>8} x {r}" for r, n in reasons.items()]
+    if label_line:
+        lines.append(label_line)
     lines.append(f"wrote {out} ({level} rows, partitioned Parquet) in {time.perf_counter() - t0:.1f}s with Spark "
                  f"{spark.version} ({spark.sparkContext.master})")
     return "\n".join(lines)
@@ -309,3 +312,25 @@ def _join_labels(spark: Any, rows: Any, labels: Any, unlabelled: str):
     return joined.withColumn("label", positive.cast("bigint")).withColumn(
         "scenario", F.when(positive, F.coalesce(F.col("_scenario"), F.lit(ANOMALY))).otherwise(F.lit(NORMAL))
     ).drop("_label", "_scenario")
+
+
+def _label_report(spark: Any, out: str, labels: Any, unlabelled: str) -> str:
+    """The join counts, read back from the written output (cheap: one column); no matching entity at all is an
+    error, as in `seqguard.labels.join_labels`."""
+    from pyspark.sql import functions as F
+
+    from seqguard.labels import LabelsError
+
+    ids = spark.read.parquet(out).select("entity_id").distinct()
+    table = spark.createDataFrame(labels[["entity_id", "label"]].astype({"entity_id": str, "label": "int64"}))
+    scored = ids.count()
+    counts = {r["label"]: r["count"] for r in ids.join(F.broadcast(table), "entity_id").groupBy("label").count()
+              .collect()}
+    matched = sum(counts.values())
+    if matched == 0:
+        raise LabelsError(f"no entity of the labels table occurs in the events: 0 of {len(labels):,} labelled ids "
+                          f"match the {scored:,} scored entities; check the id column and the mapping's entity key")
+    without = f"{scored - matched:,} scored entities without a label (treated as normal)" \
+        if unlabelled == "normal" else "scored entities without a label left out"
+    return (f"labels: {counts.get(1, 0):,} positive and {counts.get(0, 0):,} negative entities matched; "
+            f"{len(labels) - matched:,} labelled entities absent from the events; {without}")
