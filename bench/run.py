@@ -26,7 +26,7 @@ from typing import Any
 from bench.common import THREADS, cpu_snapshot, load_average, log, others_share
 
 ROOT = Path(__file__).resolve().parents[1]
-LEVELS = ("machine", "peak", "model", "accuracy", "system", "triton", "service", "loadtest")
+LEVELS = ("machine", "peak", "model", "accuracy", "system", "triton", "service", "loadtest", "spark")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--service-budget", type=float, default=6.0, help="seconds of /score timing")
     p.add_argument("--loadtest", choices=("auto", "quote", "measure", "skip"), default="auto",
                    help="sustained throughput under the SLO: quote a capacity result, else measure a short step")
+    p.add_argument("--spark-sizes", default="1000000,5000000",
+                   help="spark level: generated event counts scored by one process and by Spark local[2]")
+    p.add_argument("--spark-skew", type=int, default=1_000_000, help="spark level: events of the one hot entity")
     p.add_argument("--no-static", action="store_true", help="skip calibrated static int8")
     p.add_argument("--no-minilm", action="store_true", help="skip the MiniLM text model at the model level")
     p.add_argument("--no-reference", action="store_true",
@@ -237,6 +240,18 @@ def main(argv: list[str] | None = None) -> int:
                                                             duration_s=args.triton_duration))
             runner.level("service", lambda: service_level.run(repo, note, work, budget_s=args.service_budget))
             runner.level("loadtest", lambda: loadtest_level.run(ROOT, repo.resolve(), out.resolve(), args.loadtest))
+
+    if "spark" in wanted:
+        from bench import spark_level
+
+        sizes = (20_000,) if args.smoke else tuple(int(x) for x in args.spark_sizes.split(",") if x)
+        skew = 10_000 if args.smoke else args.spark_skew
+
+        def spark_run() -> dict[str, Any]:
+            spark_repo, _ = repo_mod.resolve(args.repo, args.models, work)
+            return spark_level.run(spark_repo.resolve(), work / "spark", sizes, skew)
+
+        runner.level("spark", spark_run)
 
     if "peak" in wanted and needs_bert and not args.smoke:
         # Measured again at the end: a burst of outside load during the first measurement would understate the

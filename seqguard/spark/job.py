@@ -90,10 +90,25 @@ def read_events(spark: Any, path: str, mapping: ColumnMapping | None = None):
         raw = spark.read.json(path)
         idx = F.monotonically_increasing_id()
     raw = raw.select("*", F.col("_metadata.file_path").alias("_file"), idx.alias("_idx"))
-    return apply_mapping(raw, mapping)
+    return apply_mapping(raw, mapping, _nanos_columns(path) if fmt == "parquet" else None)
 
 
-def apply_mapping(raw: Any, mapping: ColumnMapping | None):
+def _nanos_columns(path: str) -> set[str] | None:
+    """Columns stored as TIMESTAMP(NANOS) (what pandas writes), which Spark reads as plain int64; None when the
+    files cannot be inspected from the driver (remote storage)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seqguard.batch_score import input_files
+
+    try:
+        schema = pq.read_schema(input_files(path)[0])
+    except Exception:
+        return None
+    return {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+
+
+def apply_mapping(raw: Any, mapping: ColumnMapping | None, nanos: set[str] | None = None):
     """`ColumnMapping` as column expressions: renames, value tables, constants and the timestamp unit."""
     from pyspark.sql import functions as F
 
@@ -118,11 +133,11 @@ def apply_mapping(raw: Any, mapping: ColumnMapping | None):
             cols["ts_unit_fixed"] = F.lit(True)
     src = mapping.fields.get("ts", "ts") if mapping is not None else "ts"
     if "ts" in cols and src in raw.columns and (mapping is None or mapping.ts_unit == "auto"):
-        cols["ts"] = _epoch_seconds(cols["ts"], raw.schema[src].dataType)
+        cols["ts"] = _epoch_seconds(cols["ts"], raw.schema[src].dataType, None if nanos is None else src in nanos)
     return raw.select(*[c.alias(name) for name, c in cols.items()], "_file", "_idx")
 
 
-def _epoch_seconds(col: Any, dtype: Any):
+def _epoch_seconds(col: Any, dtype: Any, nanos: bool | None = None):
     """Timestamp columns as float epoch seconds, computed as pandas computes them in `seqguard.io` (int64
     nanoseconds / 1e9), so both engines see bit-identical times. Spark hands pandas UDFs session-local naive
     datetimes, which `validate_frame` would rightly refuse; nanosecond Parquet timestamps arrive as int64."""
@@ -131,7 +146,10 @@ def _epoch_seconds(col: Any, dtype: Any):
 
     if isinstance(dtype, T.TimestampType | T.TimestampNTZType):
         return (F.unix_micros(col) * 1000).cast("double") / 1e9
-    if isinstance(dtype, T.LongType):  # spark.sql.legacy.parquet.nanosAsLong: TIMESTAMP(NANOS) as int64
+    if isinstance(dtype, T.LongType) and nanos:  # spark.sql.legacy.parquet.nanosAsLong: TIMESTAMP(NANOS) as int64
+        return col.cast("double") / 1e9
+    if isinstance(dtype, T.LongType) and nanos is None:
+        # Files not inspectable from here: an int64 of 1e17 or more can only be nanoseconds of 2000..2100.
         return F.when(F.abs(col) >= 1e17, col.cast("double") / 1e9).otherwise(col)
     return col
 
