@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from seqguard.config import SequenceConfig
 from seqguard.contracts import CHECKPOINT_INDEX, MANIFEST_FILE
-from seqguard.events import EVENT_FIELDS, ID_FIELDS, OPTIONAL_FIELDS
+from seqguard.events import EVENT_FIELDS, ID_FIELDS
 from seqguard.features import encode_window
 from seqguard.io import (
     ColumnMapping,
@@ -65,6 +65,7 @@ Every = Literal["day", "entity"]
 EVERY_CHOICES: tuple[str, ...] = ("day", "entity")
 LEVELS: tuple[str, ...] = ("window", "entity")
 DEFAULT_CHUNK_ROWS = 1_000_000
+MAX_BUCKETS = 512  # bucket files open at once while spilling
 REASON_SEP = " | "
 # Windows per engine call: well inside the engine's request timeout.
 _ENGINE_CALL_WINDOWS = 2048
@@ -556,8 +557,9 @@ def score_file(scorer: BatchScorer, data: str | Path, out: str | Path, mapping: 
                 finish(first)
                 sbar.update()
         elif first is not None:
-            # Pass 1: spill rows to buckets by entity. Buckets sized for about half a chunk each on the estimate.
-            n_buckets = max(2, math.ceil(2 * max(estimate, 1) / chunk_rows))
+            # Pass 1: spill rows to buckets by entity. Buckets sized for about half a chunk each on the estimate
+            # (at most MAX_BUCKETS open files; beyond that, buckets grow past a chunk: raise --chunk-rows).
+            n_buckets = min(MAX_BUCKETS, max(2, math.ceil(2 * max(estimate, 1) / chunk_rows)))
             with tempfile.TemporaryDirectory(prefix="seqguard-score-", dir=tmp_dir) as tmp:
                 writers: dict[int, pq.ParquetWriter] = {}
                 schema: pa.Schema | None = None
@@ -609,10 +611,6 @@ def _chain(*parts: Any) -> Iterator[pd.DataFrame]:
         elif p is not None:
             yield from p
 
-
-# Columns of an events frame besides EVENT_FIELDS that scoring keeps (labels); a stable list for Spark schemas.
-PASSTHROUGH_COLUMNS: tuple[str, ...] = ("is_anomaly", "scenario")
-OPTIONAL_EVENT_FIELDS = OPTIONAL_FIELDS
 
 
 class EntityLabeller:
