@@ -182,8 +182,9 @@ class BatchScorer:
 
     # -- scoring one chunk (every entity complete) ---------------------------------------------------------------
 
-    def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """A validated events frame in file order, holding every event of its entities -> output rows."""
+    def score_frame(self, frame: pd.DataFrame, progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
+        """A validated events frame in file order, holding every event of its entities -> output rows.
+        `progress(n)` is called as windows are scored."""
         from service.engine import RequestError, Window
 
         labelled = "is_anomaly" in frame.columns
@@ -199,6 +200,8 @@ class BatchScorer:
         try:
             for group in self._engine_calls(windows):
                 results += self._loop.run_until_complete(self.engine.score(group))
+                if progress is not None:
+                    progress(len(group))
         except RequestError as e:
             raise BatchScoreError(f"scoring failed: {e.message}") from None
         start_ts, end_ts = cols.ts[idx.start], cols.ts[idx.end - 1]
@@ -538,9 +541,11 @@ def score_file(scorer: BatchScorer, data: str | Path, out: str | Path, mapping: 
     bar = tqdm(total=estimate or None, desc="read", unit="row", unit_scale=True, disable=not progress, leave=False)
     chunks = read_chunks(data, mapping, on_error, chunk_rows, totals)
 
+    wbar = tqdm(desc="score", unit="win", unit_scale=True, disable=not progress, leave=False)
+
     def finish(frame: pd.DataFrame) -> None:
         nonlocal entities
-        rows = scorer.score_frame(frame)
+        rows = scorer.score_frame(frame, wbar.update)
         if on_labels is not None:
             rows = on_labels(rows)
         entities += int(rows["entity_id"].nunique())
@@ -553,9 +558,7 @@ def score_file(scorer: BatchScorer, data: str | Path, out: str | Path, mapping: 
         if first is not None and second is None:
             bar.update(len(first))
             bar.close()
-            with tqdm(total=1, desc="score", unit="chunk", disable=not progress, leave=False) as sbar:
-                finish(first)
-                sbar.update()
+            finish(first)
         elif first is not None:
             # Pass 1: spill rows to buckets by entity. Buckets sized for about half a chunk each on the estimate
             # (at most MAX_BUCKETS open files; beyond that, buckets grow past a chunk: raise --chunk-rows).
@@ -588,14 +591,17 @@ def score_file(scorer: BatchScorer, data: str | Path, out: str | Path, mapping: 
                     w.close()
                 bar.close()
                 # Pass 2: one bucket at a time; every entity is whole inside its bucket.
-                for b in tqdm(sorted(writers), desc="score", unit="bucket", disable=not progress, leave=False):
+                for b in tqdm(sorted(writers), desc="buckets", unit="bucket", disable=not progress, leave=False,
+                              position=1):
                     frame = pq.read_table(Path(tmp) / f"b{b:05d}.parquet").to_pandas()
                     frame = frame.sort_values("_row", kind="stable").drop(columns="_row").reset_index(drop=True)
                     finish(frame)
         else:
             bar.close()
+        wbar.close()
         writer.close()
     except BaseException:
+        wbar.close()
         writer.abort()
         raise
     read = totals.merged(str(data))
