@@ -457,8 +457,8 @@ def _to_spill_table(frame: pd.DataFrame, row0: int) -> pa.Table:
         values = frame[name]
         if name == "quantity":
             values = values.astype("Int64")
-        elif _SPILL_TYPES[name] == pa.string():
-            values = values.astype(object).where(values.notna(), None).map(lambda v: None if v is None else str(v))
+        elif name == "scenario":  # passed through as the file had it: text it, keep the gaps
+            values = values.astype(object).where(values.isna(), values.astype(str))
         cols[name] = pa.array(values, type=_SPILL_TYPES[name], from_pandas=True)
     cols["_row"] = pa.array(np.arange(row0, row0 + len(frame), dtype=np.int64))
     return pa.table(cols)
