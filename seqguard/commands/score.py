@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
     p.add_argument("--labels", type=Path,
                    help="entity labels table (entity_id,label[,scenario]; CSV or Parquet): adds label and scenario "
-                   "columns for `seqguard evaluate`")
+                   "columns for later evaluation (docs/spark.md)")
     p.add_argument("--unlabelled", choices=("normal", "exclude"), default="normal",
                    help="with --labels: entities absent from the table count as normal (default) or are left out")
     p.add_argument("--out", required=True, type=Path,
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local: this process (default); spark: Apache Spark (pip install 'seqguard[spark]')")
     p.add_argument("--master", default=None,
-                   help="spark master: local[2] (default when not set by spark-submit), yarn, spark://host:7077")
+                   help="spark master: local[2], yarn, spark://host:7077 (default: spark-submit's, else local[*])")
     p.add_argument("--chunk-rows", type=int, default=None,
                    help="rows read per chunk (default 1,000,000): bounds memory; larger inputs are bucketed by entity")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default 0: all cores)")
