@@ -85,10 +85,14 @@ class Aggregation:
     source: str  # where the method came from, said in the output and the log
 
 
-def entity_aggregation(manifest: Any, override: str | None = None) -> Aggregation:
-    """The entity aggregation: an explicit choice, else the trained one recorded in the manifest, else the default."""
+def entity_aggregation(manifest: Any, override: str | None = None, ensemble: Any = None) -> Aggregation:
+    """The entity aggregation: an explicit choice, else the trained one (the repository's ensemble, or its manifest),
+    else the module default."""
     if override:
         return Aggregation(check_aggregation(override), "--aggregation")
+    trained = getattr(ensemble, ENTITY_AGGREGATION_KEY, None)
+    if trained:
+        return Aggregation(check_aggregation(str(trained)), f"trained: ensemble.json {ENTITY_AGGREGATION_KEY}")
     for section in ("ensemble", "evaluation"):
         value = (getattr(manifest, section, None) or {}).get(ENTITY_AGGREGATION_KEY)
         if isinstance(value, dict):  # {"method": ..., ...} as a fitted choice may be recorded
@@ -139,7 +143,7 @@ class BatchScorer:
         except (ManifestError, RepositoryError, ScorerError) as e:
             raise BatchScoreError(f"--models {self.models}: {e}") from None
         try:
-            self.aggregation = entity_aggregation(self.manifest, aggregation)
+            self.aggregation = entity_aggregation(self.manifest, aggregation, self.engine.scorer.ensemble)
         except ValueError as e:
             raise BatchScoreError(str(e)) from None
         self.cfg: SequenceConfig = self.engine.cfg

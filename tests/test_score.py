@@ -236,3 +236,21 @@ def test_labels_table_marks_entities_and_bad_tables_are_named(
     code, err = score(["--models", str(tiny_repo), "--data", str(events), "--out", str(tmp_path / "x.parquet"),
                        "--labels", str(dup)], capsys)
     assert code == 2 and "labels file" in err and str(dup) in err
+
+
+def test_the_trained_entity_aggregation_is_used_and_named(tiny_repo: Path, events_file: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from seqguard.manifest import Manifest, write_manifest
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    ens = json.loads((repo / "ensemble.json").read_text())
+    ens["entity_aggregation"] = "median"
+    (repo / "ensemble.json").write_text(json.dumps(ens))
+    write_manifest(repo, Manifest.load(repo).model_copy(update={"ensemble": ens}))
+    out = tmp_path / "e.parquet"
+    code, err = score(["--models", str(repo), "--data", str(events_file), "--out", str(out), "--level", "entity"],
+                      capsys)
+    assert code == 0, err
+    assert "entity scores: median of window scores (" in err and "entity_aggregation" in err
+    assert set(pd.read_parquet(out)["aggregation"]) == {"median"}
