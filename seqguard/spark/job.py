@@ -90,7 +90,7 @@ def read_events(spark: Any, path: str, mapping: ColumnMapping | None = None):
         raw = spark.read.json(path)
         idx = F.monotonically_increasing_id()
     raw = raw.select("*", F.col("_metadata.file_path").alias("_file"), idx.alias("_idx"))
-    return apply_mapping(raw, mapping, _nanos_columns(path) if fmt == "parquet" else None)
+    return apply_mapping(raw, mapping, _nanos_columns(path) if fmt == "parquet" else set())
 
 
 def _nanos_columns(path: str) -> set[str] | None:
@@ -129,7 +129,8 @@ def apply_mapping(raw: Any, mapping: ColumnMapping | None, nanos: set[str] | Non
         for f, value in mapping.constants.items():
             cols[f] = F.lit(value)
         if mapping.ts_unit != "auto" and "ts" in cols:
-            cols["ts"] = cols["ts"].cast("double") * (1.0 if mapping.ts_unit == "s" else 0.001)
+            # The arithmetic of seqguard.io._apply_mapping, step for step, so both engines get the same doubles.
+            cols["ts"] = cols["ts"].cast("double") * (1000.0 if mapping.ts_unit == "s" else 1.0) / 1000.0
             cols["ts_unit_fixed"] = F.lit(True)
     src = mapping.fields.get("ts", "ts") if mapping is not None else "ts"
     if "ts" in cols and src in raw.columns and (mapping is None or mapping.ts_unit == "auto"):
