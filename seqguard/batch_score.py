@@ -150,10 +150,13 @@ class BatchScorer:
         self.every: Every = every
         self.level: Level = level
         self.scorer = self.engine.scorer
-        comps = list(self.scorer.components)
-        if self.scorer.ensemble.tabular is not None:
-            comps.append("tabular")
-        self.component_names = [*comps, "unsupervised"]
+        # The component score columns are whatever the Scorer reports (asked once on a blank window), so a new
+        # component shows up as a column without a change here; Spark needs them before any row is scored.
+        from seqguard.features import FEATURE_NAMES
+
+        probe = self.scorer.score({c: np.zeros((1, 2), dtype=np.float32) for c in self.scorer.components},
+                                  np.zeros((1, len(FEATURE_NAMES)), dtype=np.float32))
+        self.component_names = list(probe[0].component_scores)
         self._loop = asyncio.new_event_loop()
 
     @property
