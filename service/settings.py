@@ -31,6 +31,20 @@ class ServiceSettings(BaseModel):
     redis_url: str | None = None
     state_ttl_s: float = Field(86_400.0, gt=0)
     state_max_entities: int = Field(100_000, ge=1)
+    state_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=64 * 1024, description="memory store: bound on the estimated size of all windows"
+    )
+    state_failure_policy: Literal["journal", "refuse"] = Field(
+        "journal",
+        description="state store down: journal /events durably on local disk and replay later (200, degraded), or "
+        "refuse with 503 + Retry-After",
+    )
+    journal_dir: Path = Field(Path("/tmp/seqguard-journal"), description="where the local append-only journal lives")
+    journal_max_bytes: int = Field(64 * 1024 * 1024, ge=4096, description="beyond this the journal refuses (503)")
+    redis_persistence: Literal["require", "warn"] = Field(
+        "require", description="Redis without appendonly: refuse to start, or start with a loud warning"
+    )
+    drain_s: float = Field(3.0, ge=0, le=60, description="after SIGTERM: answer 503 + Connection: close this long")
     max_events_per_request: int = Field(5_000, ge=1, le=1_000_000)
     max_entities_per_request: int = Field(1_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
@@ -45,11 +59,28 @@ class ServiceSettings(BaseModel):
     max_future_skew_s: float = Field(300.0, ge=0, description="events further in the future are rejected")
     max_event_age_days: float = Field(3650.0, gt=0, description="older events are rejected")
     log_salt: str = Field("seqguard", description="salt for the hashes that replace identifiers in logs")
+    # The feedback loop (service/loop.py): score log, drift gauges, outcomes, shadow challenger.
+    score_log_path: str | None = Field(None, description="folder or s3://bucket/prefix for the Parquet score log; "
+                                                         "empty = no score log")
+    score_log_sample_rate: float = Field(1.0, ge=0, le=1, description="share of scored windows written to the log")
+    score_log_flush_rows: int = Field(5000, ge=1, description="rows per Parquet file")
+    score_log_flush_s: float = Field(10.0, gt=0, le=3600, description="write a file at least this often")
+    score_log_max_files: int = Field(1000, ge=1, description="keep the newest N files; older ones are deleted")
+    score_log_queue: int = Field(10_000, ge=1, description="results waiting for the writer; beyond, dropped+counted")
+    drift_window: int = Field(5000, ge=10, description="windows in the sliding window of the PSI gauges")
+    drift_min_rows: int = Field(500, ge=1, description="no PSI gauge before this many windows")
+    drift_every: int = Field(200, ge=1, description="recompute the PSI gauges every N windows")
+    feedback_path: Path | None = Field(None, description="SQLite file of POST /feedback; empty = endpoint off")
+    shadow_repo: Path | None = Field(None, description="challenger repository scored in shadow (logged, never "
+                                                       "served)")
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
         if self.state == "redis" and not self.redis_url:
             raise ValueError("redis_url: required when state is redis (SEQGUARD_REDIS_URL)")
+        if self.shadow_repo is not None and not self.score_log_path:
+            raise ValueError("shadow_repo: needs score_log_path (SEQGUARD_SCORE_LOG_PATH): shadow scores are only "
+                             "logged")
         return self
 
     @classmethod
