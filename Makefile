@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export BENTOML_DO_NOT_TRACK := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test lint model serve bench clean
+.PHONY: setup test lint model serve bench evaluate clean
 
 setup: $(STAMP)
 
@@ -65,6 +65,12 @@ serve: setup
 # Every benchmark level in one run (about 10 minutes): BENCHMARKS.md, docs/bench/latest.{json,png}, bench/results/.
 bench: setup
 	$(BIN)/python -m bench.run --out bench/results
+
+# The evaluation suite (about 30-45 minutes on 2 cores): generator, Taobao + injected attacks, the labelled sets in
+# $(SHARED) (each skipped when absent) -> reports/suite/report.md with plots.
+SHARED ?= ../shared/data
+evaluate: setup
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m seqguard.evaluation.suite --out reports/suite --shared $(SHARED)
 
 clean:
 	rm -rf $(MODELS) $(DATA) reports .pytest_cache

@@ -217,7 +217,7 @@ class ScoringEngine:
                 reasons.append("model_backend_unavailable")
                 logits = None
         features = np.stack([w.encoded.features for w in windows])
-        decisions = self.scorer.score(logits, features)
+        decisions = self.scorer.score(logits, features, [w.encoded.input_ids for w in windows], self.cfg)
         results = []
         for w, d in zip(windows, decisions, strict=True):
             r = d.to_dict()
