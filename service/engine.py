@@ -20,7 +20,7 @@ from seqguard.config import SequenceConfig
 from seqguard.events import Event
 from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace, encode_window
 from seqguard.sequences import EntityState, append_events, state_columns
-from service.backends import Backend, BackendUnavailable
+from service.backends import Backend, BackendRejected, BackendUnavailable
 from service.batcher import MicroBatcher, QueueFull
 from service.settings import ServiceSettings
 from service.state import StateStore, StateStoreError
@@ -31,11 +31,18 @@ log = logging.getLogger("seqguard.engine")
 class RequestError(Exception):
     """A request the service will not process; carries the HTTP status and per-field details."""
 
-    def __init__(self, status: int, message: str, details: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details or []
+        self.headers = headers or {}
 
 
 @dataclass
@@ -71,7 +78,9 @@ class ScoringEngine:
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             on_batch=self._on_batch,
+            max_len=seq_cfg.max_len,
         )
+        self._call_seconds = 0.01  # running mean of one backend call, for Retry-After
 
     # ---------------------------------------------------------------------------------------------------------------
     # Request checks beyond the schema: limits and timestamps a model should never see.
@@ -191,6 +200,7 @@ class ScoringEngine:
         return await self.backend.infer(batch)
 
     def _on_batch(self, size: int, seconds: float) -> None:
+        self._call_seconds = 0.9 * self._call_seconds + 0.1 * seconds
         if self.metrics:
             self.metrics.batch_size.observe(size)
             self.metrics.backend_latency.labels(backend=self.backend.name).observe(seconds)
@@ -204,15 +214,25 @@ class ScoringEngine:
                     self.batcher.submit([w.encoded for w in windows]), self.settings.request_timeout_ms / 1000.0
                 )
             except QueueFull as e:
-                raise RequestError(429, f"overloaded: {e}") from None
-            except (BackendUnavailable, TimeoutError) as e:
-                if self.metrics:
-                    self.metrics.fallbacks.labels(reason=type(e).__name__).inc()
+                self._count_fallback("overloaded")
+                raise RequestError(429, f"overloaded: {e}; retry later", headers=self._retry_after()) from None
+            except TimeoutError:
+                # The windows did not get through the queue in time: the service is overloaded, the backend is not
+                # down (a backend that fails or times out raises BackendUnavailable, with its own, shorter timeout).
+                self._count_fallback("overloaded")
                 if self.settings.failure_policy == "fail_closed":
-                    raise RequestError(503, "model backend unavailable (fail_closed policy)") from None
-                log.warning("backend unavailable, answering degraded: %s", e)
-                reasons.append("model_backend_unavailable")
-                logits = None
+                    raise RequestError(429, "overloaded: the request timed out waiting for the model backend; retry "
+                                       "later", headers=self._retry_after()) from None
+                log.warning("overloaded: %d windows not scored within %.0f ms (%d waiting); answering degraded",
+                            len(windows), self.settings.request_timeout_ms, self.batcher.pending)
+                reasons.append("overloaded")
+            except BackendUnavailable as e:
+                reason = "model_backend_rejected" if isinstance(e, BackendRejected) else "model_backend_unavailable"
+                self._count_fallback(reason)
+                if self.settings.failure_policy == "fail_closed":
+                    raise RequestError(503, f"model backend unavailable (fail_closed policy): {e}") from None
+                log.warning("%s, answering degraded: %s", reason, e)
+                reasons.append(reason)
         features = np.stack([w.encoded.features for w in windows])
         decisions = self.scorer.score(logits, features)
         results = []
@@ -232,6 +252,15 @@ class ScoringEngine:
                 if r["degraded"]:
                     self.metrics.degraded.inc()
         return results
+
+    def _count_fallback(self, reason: str) -> None:
+        if self.metrics:
+            self.metrics.fallbacks.labels(reason=reason).inc()
+
+    def _retry_after(self) -> dict[str, str]:
+        """Seconds until the current queue has drained at the recent call rate (at least 1), as a header."""
+        calls = self.batcher.pending / max(1, self.settings.max_batch)
+        return {"Retry-After": str(max(1, int(np.ceil(calls * self._call_seconds))))}
 
     async def ready(self) -> bool:
         return await self.backend.ready()

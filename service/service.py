@@ -32,7 +32,9 @@ EventList = Annotated[list[Event], Field(description="raw events, any entities, 
 
 def _error(e: RequestError) -> JSONResponse:
     return JSONResponse(
-        {"error": e.message, "details": e.details, "request_id": request_id_var.get()}, status_code=e.status
+        {"error": e.message, "details": e.details, "request_id": request_id_var.get()},
+        status_code=e.status,
+        headers=e.headers or None,
     )
 
 
