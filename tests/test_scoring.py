@@ -152,6 +152,24 @@ def test_detector_round_trips_through_json_exactly(tmp_path):
         det.score_samples(np.zeros((2, 3)))
 
 
+def test_detector_tail_probs_vectorised_equals_the_per_feature_reference():
+    """One searchsorted over all features (complex keys) gives bit for bit what the per-feature loop gives: exact
+    grids (few values), quantile grids with interpolation (continuous features), values on, between and beyond the
+    grid points, batches of 1 and many."""
+    det = ECODDetector(max_exact=64).fit(_normal_traffic(3000, seed=2))
+    assert det._flat()[6].any() and not det._flat()[6].all()  # both kinds of grid are present
+    rng = np.random.default_rng(3)
+    for b in (1, 2, 17, 400):
+        probe = _normal_traffic(b, seed=b)
+        probe[: b // 2] *= rng.uniform(0.0, 3.0, probe[: b // 2].shape).astype(np.float32)
+        on_grid = [v for v, *_ in det._arrays()]
+        probe[-1] = [v[rng.integers(len(v))] for v in on_grid]
+        probe[0, :5] = [-1e6, 1e6, 0.0, -0.0, 3.5]
+        fast, slow = det.tail_probs(probe), det._tail_probs_loop(probe)
+        np.testing.assert_array_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+
+
 # -- ensemble + scorer ----------------------------------------------------------------------------------------------
 
 
