@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,12 +44,42 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
-@dataclass
 class Window:
-    entity_id: str
-    encoded: Encoded
-    n_events: int
-    degraded_reasons: list[str] = field(default_factory=list)
+    """One entity's window. Built from a request's events, it keeps them and builds its window and tensors when
+    first needed (in chunks that let the event loop serve other requests in between, see ScoringEngine.score)."""
+
+    def __init__(self, entity_id: str, encoded: Encoded | None = None, n_events: int = 0,
+                 degraded_reasons: list[str] | None = None, events: Sequence[Event] | None = None,
+                 cfg: SequenceConfig | None = None) -> None:
+        self.entity_id = entity_id
+        self._encoded = encoded
+        self._n_events = n_events
+        self.degraded_reasons = degraded_reasons if degraded_reasons is not None else []
+        self._events = events
+        self._cfg = cfg
+
+    def _build(self) -> Encoded:
+        if self._encoded is None:
+            assert self._events is not None and self._cfg is not None
+            # The streaming update on an empty state is exactly the batch window (a property test holds the two
+            # together), and it skips building a DataFrame for a request of a few dozen events.
+            state, _ = append_events(EntityState.empty(), self._events, self._cfg)
+            self._n_events = len(state.records)
+            self._encoded = encode_window(state_columns(state), self._cfg)
+            self._events = None
+        return self._encoded
+
+    @property
+    def encoded(self) -> Encoded:
+        return self._build()
+
+    @property
+    def n_events(self) -> int:
+        self._build()
+        return self._n_events
+
+
+CHUNK = 64  # windows encoded / scored between two yields to the event loop, for requests larger than this
 
 
 class ScoringEngine:
@@ -124,13 +153,7 @@ class ScoringEngine:
     # The three ways to build windows
 
     def windows_from_events(self, events: Sequence[Event]) -> list[Window]:
-        # The streaming update on an empty state is exactly the batch window (a property test holds the two
-        # together), and it skips building a DataFrame for a request of a few dozen events.
-        windows = []
-        for entity, evs in self._by_entity(events).items():
-            state, _ = append_events(EntityState.empty(), evs, self.cfg)
-            windows.append(Window(entity, encode_window(state_columns(state), self.cfg), len(state.records)))
-        return windows
+        return [Window(entity, events=evs, cfg=self.cfg) for entity, evs in self._by_entity(events).items()]
 
     def _by_entity(self, events: Sequence[Event]) -> dict[str, list[Event]]:
         by_entity: dict[str, list[Event]] = {}
@@ -208,9 +231,19 @@ class ScoringEngine:
             self.metrics.batch_size.observe(size)
             self.metrics.backend_latency.labels(backend=self.backend.name).observe(seconds)
 
+    async def _encode(self, windows: list[Window]) -> None:
+        # A large request is encoded in chunks, yielding in between, so a one-event request arriving meanwhile is
+        # not held up behind a thousand windows' worth of Python work.
+        for i in range(0, len(windows), CHUNK):
+            for w in windows[i : i + CHUNK]:
+                _ = w.encoded
+            if len(windows) > CHUNK:
+                await asyncio.sleep(0)
+
     async def score(self, windows: list[Window]) -> list[dict[str, Any]]:
         reasons: list[str] = []
         logits: dict[str, np.ndarray] | None = None
+        await self._encode(windows)
         if self.scorer.components:
             try:
                 logits = await asyncio.wait_for(
@@ -236,25 +269,31 @@ class ScoringEngine:
                     raise RequestError(503, f"model backend unavailable (fail_closed policy): {e}") from None
                 log.warning("%s, answering degraded: %s", reason, e)
                 reasons.append(reason)
-        features = np.stack([w.encoded.features for w in windows])
-        decisions = self.scorer.score(logits, features)
         results = []
-        for w, d in zip(windows, decisions, strict=True):
-            r = d.to_dict()
-            r.update(
-                entity_id=w.entity_id,
-                model_version=self.model_version,
-                n_events=w.n_events,
-                degraded_reasons=reasons + w.degraded_reasons,
-            )
-            r["degraded"] = bool(r.get("degraded")) or bool(r["degraded_reasons"])
-            results.append(r)
-            if self.metrics:
-                self.metrics.scores.observe(r["score"])
-                self.metrics.decisions.labels(decision=r["decision"]).inc()
-                if r["degraded"]:
-                    self.metrics.degraded.inc()
+        for i in range(0, len(windows), CHUNK):
+            if i:
+                await asyncio.sleep(0)  # as in _encode: reasons and dicts of a large request, a chunk at a time
+            chunk = windows[i : i + CHUNK]
+            part = None if logits is None else {k: v[i : i + CHUNK] for k, v in logits.items()}
+            decisions = self.scorer.score(part, np.stack([w.encoded.features for w in chunk]))
+            results.extend(self._result(w, d, reasons) for w, d in zip(chunk, decisions, strict=True))
         return results
+
+    def _result(self, w: Window, d: Any, reasons: list[str]) -> dict[str, Any]:
+        r = d.to_dict()
+        r.update(
+            entity_id=w.entity_id,
+            model_version=self.model_version,
+            n_events=w.n_events,
+            degraded_reasons=reasons + w.degraded_reasons,
+        )
+        r["degraded"] = bool(r.get("degraded")) or bool(r["degraded_reasons"])
+        if self.metrics:
+            self.metrics.scores.observe(r["score"])
+            self.metrics.decisions.labels(decision=r["decision"]).inc()
+            if r["degraded"]:
+                self.metrics.degraded.inc()
+        return r
 
     def _count_fallback(self, reason: str) -> None:
         if self.metrics:

@@ -137,11 +137,21 @@ def _batched_windows(url: str) -> float:
     return count - single
 
 
-def test_a_windows_score_does_not_depend_on_what_shares_its_batch(service: str, tiny_repo: Path) -> None:
+@pytest.fixture(scope="module")
+def lingering_service(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service with a 20 ms batcher linger, so concurrent requests reliably share backend calls."""
+    server, url = start_service(tmp_path_factory.mktemp("svc_linger"),
+                                {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_MAX_WAIT_MS": "20"})
+    yield url
+    server.stop()
+
+
+def test_a_windows_score_does_not_depend_on_what_shares_its_batch(lingering_service: str) -> None:
     """The same window, scored alone and then concurrently with 31 windows of random lengths, gets bit-identical
     scores (the batcher pads each window to its own length bucket; the models are row- and padding-independent)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    service = lingering_service
     rng = np.random.default_rng(7)
     target = card_testing("det-target", n=5)
     status, alone = post(service + "/score", {"events": target})
