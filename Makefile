@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export BENTOML_DO_NOT_TRACK := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test lint model serve bench clean
+.PHONY: setup test lint model serve bench bench-floor clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,12 @@ serve: setup
 # Every benchmark level in one run (about 10 minutes): BENCHMARKS.md, docs/bench/latest.{json,png}, bench/results/.
 bench: setup
 	$(BIN)/python -m bench.run --out bench/results
+
+# The serving floor alone (about 2 minutes): seqguard /events and /score against a trivial BentoML 1.4 endpoint with
+# the same schema, server on core 0 and load generator on core 1, the fairness probe, and py-spy flame graphs.
+bench-floor: setup
+	@test -f $(REPO)/manifest.json || $(MAKE) --no-print-directory model
+	$(BIN)/python -m bench.floor --repo $(REPO) --out bench/results/floor.json --profile docs/bench
 
 clean:
 	rm -rf $(MODELS) $(DATA) reports .pytest_cache
