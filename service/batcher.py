@@ -41,10 +41,9 @@ class QueueFull(RuntimeError):
 
 
 def bucket_length(n_tokens: int, max_len: int | None = None) -> int:
-    """The padded length of a window of `n_tokens`: the next multiple of 16 up to 64, then of 32 (few buckets, at
-    most a third of padding), never past the model's `max_len`. A function of the window alone, by design."""
-    step = 16 if n_tokens <= 64 else 32
-    length = max(16, -(-n_tokens // step) * step)
+    """The padded length of a window of `n_tokens`: the next multiple of 16 (at most 15 padding tokens; 8 buckets
+    for the default max_len of 128), never past the model's `max_len`. A function of the window alone, by design."""
+    length = max(16, -(-n_tokens // 16) * 16)
     return max(n_tokens, min(length, max_len)) if max_len else length
 
 

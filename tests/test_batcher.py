@@ -116,7 +116,7 @@ def test_calls_hold_one_length_bucket_and_never_a_single_row():
         assert shape[0] >= 2
     for out in mixed:
         assert out["m"][:, 0].tolist() == [3, 20, 40, 7]
-    assert bucket_length(3) == bucket_length(16) == 16 and bucket_length(65) == 96 and bucket_length(65, 70) == 70
+    assert bucket_length(3) == bucket_length(16) == 16 and bucket_length(65) == 80 and bucket_length(65, 70) == 70
 
 
 def test_large_requests_are_interleaved_with_small_ones():

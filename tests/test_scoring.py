@@ -313,3 +313,23 @@ def test_tree_model_is_an_ensemble_input_and_keeps_degraded_scoring_strong(tmp_p
     from seqguard.train.metrics import pr_auc
 
     assert pr_auc(y, np.array([d.score for d in dec])) > 0.8  # n_events carries the signal; the trees find it
+
+
+def test_tree_model_jump_and_walk_agree_bit_for_bit():
+    """The two exact evaluations of the trees (pointer jumping for small requests, the level walk for batches)
+    give identical log-odds, NaN routing included, and match scikit-learn's decision function."""
+    from seqguard.scoring.tabular import TreeModel
+
+    rng = np.random.default_rng(11)
+    x = _normal_traffic(1500, seed=4)
+    y = (x[:, FEATURE_INDEX["n_events"]] + rng.normal(0, 3, len(x)) > 17).astype(np.int64)
+    model = TreeModel.fit(x, y, max_iter=40, max_leaf_nodes=15, seed=0)
+    assert model._depth >= 3
+    probe = _normal_traffic(64, seed=9)
+    probe[5, FEATURE_INDEX["n_events"]] = np.nan
+    walk = model._walk(probe.astype(np.float64))
+    for i in range(0, 64, 3):
+        rows = probe[i : i + 3].astype(np.float64)
+        np.testing.assert_array_equal(model._jump(rows), walk[i : i + 3])
+    np.testing.assert_array_equal(model.decision_function(probe[:2]), walk[:2])
+    np.testing.assert_array_equal(model.decision_function(probe), walk)
