@@ -280,14 +280,20 @@ class ScoringEngine:
         return results
 
     def _result(self, w: Window, d: Any, reasons: list[str]) -> dict[str, Any]:
-        r = d.to_dict()
-        r.update(
-            entity_id=w.entity_id,
-            model_version=self.model_version,
-            n_events=w.n_events,
-            degraded_reasons=reasons + w.degraded_reasons,
-        )
-        r["degraded"] = bool(r.get("degraded")) or bool(r["degraded_reasons"])
+        # The response model's fields straight from the Decision (dataclasses.asdict would deep-copy each one).
+        degraded_reasons = reasons + w.degraded_reasons
+        r = {
+            "entity_id": w.entity_id,
+            "score": d.score,
+            "decision": d.decision,
+            "component_scores": d.component_scores,
+            "rules_fired": d.rules_fired,
+            "reasons": d.reasons,
+            "model_version": self.model_version,
+            "degraded": bool(d.degraded) or bool(degraded_reasons),
+            "degraded_reasons": degraded_reasons,
+            "n_events": w.n_events,
+        }
         if self.metrics:
             self.metrics.scores.observe(r["score"])
             self.metrics.decisions.labels(decision=r["decision"]).inc()
