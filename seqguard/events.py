@@ -7,6 +7,7 @@ these fields. The limits below are declared once and used by the row-level (pyda
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -42,6 +43,7 @@ TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 TEXT_MAX_CHARS = 1000
 ID_MAX_CHARS = 128
+ID_HASH_CHARS = 16  # hex digits of the sha256 suffix an over-long identifier keeps (64 bits: no practical collisions)
 PRICE_MAX = 1_000_000.0
 QUANTITY_MAX = 10_000
 
@@ -140,6 +142,16 @@ def _to_id(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return value
+
+
+def clip_identifier(value: str) -> str:
+    """An identifier longer than ID_MAX_CHARS (a 300-character page title as item_id) as its head plus a hash of the
+    whole value: distinct long values stay distinct, equal ones stay equal, and the row is kept. Files and label
+    tables both go through this, so a clipped user_id still joins its label."""
+    if len(value) <= ID_MAX_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:ID_HASH_CHARS]
+    return f"{value[: ID_MAX_CHARS - ID_HASH_CHARS - 1]}~{digest}"
 
 
 IdStr = Annotated[str, BeforeValidator(_to_id), Field(min_length=1, max_length=ID_MAX_CHARS)]

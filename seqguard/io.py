@@ -36,6 +36,7 @@ from seqguard.events import (
     TEXT_MAX_CHARS,
     TS_MAX,
     TS_MIN,
+    clip_identifier,
 )
 
 LABEL_COLUMNS: tuple[str, ...] = ("is_anomaly", "scenario")
@@ -65,6 +66,10 @@ class ColumnMapping(BaseModel):
     )
     constants: dict[str, str] = Field(default_factory=dict, description="event field -> a constant value")
     ts_unit: Literal["auto", "s", "ms"] = "auto"
+    utc_offset_hours: float | None = Field(
+        default=None, ge=-14, le=14, description="the data's local time zone, for hour-of-day features (None: UTC)")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="labels table columns by role, e.g. {entity_id: username, label: is_bad}")
 
     @model_validator(mode="after")
     def _check(self) -> ColumnMapping:
@@ -73,6 +78,9 @@ class ColumnMapping(BaseModel):
             unknown = sorted(set(keys) - known)
             if unknown:
                 raise ValueError(f"{section}: unknown event field(s) {unknown}; known: {sorted(known)}")
+        bad_roles = sorted(set(self.labels) - {"entity_id", "label", "scenario"})
+        if bad_roles:
+            raise ValueError(f"labels: unknown role(s) {bad_roles}; known: entity_id, label, scenario")
         if not self.header and not self.columns:
             raise ValueError("columns: required when header is false (name the CSV columns in order)")
         return self
@@ -115,11 +123,14 @@ class ReadReport:
     rows_skipped: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     errors: list[RowError] = field(default_factory=list)
+    fixed: Counter[str] = field(default_factory=Counter)  # values kept after a stated repair (field: what was done)
 
     def summary(self) -> str:
         lines = [f"{self.path}: read {self.rows_read} rows, kept {self.rows_ok}, skipped {self.rows_skipped}"]
         for reason, n in self.reasons.most_common():
             lines.append(f"  {n:>8} x {reason}")
+        for what, n in self.fixed.most_common():
+            lines.append(f"  {n:>8} x kept, {what}")
         for err in self.errors[:10]:
             lines.append(f"  e.g. {err}")
         return "\n".join(lines)
@@ -256,6 +267,17 @@ def _apply_mapping(raw: pd.DataFrame, mapping: ColumnMapping | None, p: Path) ->
     return out
 
 
+def normalize_ids(s: pd.Series) -> tuple[pd.Series, int]:
+    """Identifiers as seqguard keeps them: strings (see _as_str_or_none), over-long ones clipped to head + hash
+    (seqguard.events.clip_identifier). Returns the column and how many values were clipped."""
+    col = _as_str_or_none(s)
+    too_long = col.map(lambda v: v is not None and len(v) > ID_MAX_CHARS).to_numpy(dtype=bool)
+    if too_long.any():
+        col = col.copy()
+        col[too_long] = [clip_identifier(v) for v in col[too_long]]
+    return col, int(too_long.sum())
+
+
 def _as_str_or_none(s: pd.Series) -> pd.Series:
     """IDs as strings; integral floats (1234.0 from a numeric column) without the '.0'."""
     if pd.api.types.is_float_dtype(s):
@@ -353,9 +375,9 @@ def validate_frame(
 
     for fname in ID_FIELDS:
         if fname in frame.columns:
-            col = _as_str_or_none(frame[fname])
-            too_long = col.map(lambda v: v is not None and len(v) > ID_MAX_CHARS).to_numpy(dtype=bool)
-            flag(too_long, fname, f"longer than {ID_MAX_CHARS} characters")
+            col, clipped = normalize_ids(frame[fname])
+            if clipped:
+                report.fixed[f"{fname}: longer than {ID_MAX_CHARS} characters, clipped to head + hash"] += clipped
         else:
             col = pd.Series(np.full(n, None, dtype=object), index=frame.index)
         out[fname] = col

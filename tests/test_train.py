@@ -52,8 +52,9 @@ def test_split_is_chronological_and_keeps_unseen_entities_out(tiny_events):
     unseen = set(ws.entity[split.unseen])
     assert unseen and not unseen & set(ws.entity[split.train]) and not unseen & set(ws.entity[split.val])
     assert unseen & set(ws.entity[split.test])
-    with pytest.raises(DatasetError, match="split needs at least"):
-        split_windows(ws, cfg.split.model_copy(update={"test_days": 5}), 0)
+    assert split.mode == "time" and "split by time" in split.why  # auto: 4 days, both classes in val and test
+    with pytest.raises(DatasetError, match=r"time split needs at least 7 .* use split.mode: entity"):
+        split_windows(ws, cfg.split.model_copy(update={"test_days": 5, "mode": "time"}), 0)
 
 
 # -- config ---------------------------------------------------------------------------------------------------------
@@ -215,7 +216,8 @@ def test_train_command_errors_are_clear(case, tiny_events, tmp_path, capsys):
         expect = "rule 'r1': conditions[0].feature: unknown feature 'failed_payments'"
     elif case == "too_few_days":
         tiny_events[tiny_events["ts"] < tiny_events["ts"].min() + 86400].to_csv(data, index=False)
-        expect = "split needs at least"
+        args[4] = str(_tiny_config_with(tmp_path, split={"mode": "time"}))
+        expect = "time split needs at least"
     else:
         (tmp_path / "m").mkdir()
         (tmp_path / "m" / "precious.txt").write_text("keep me")

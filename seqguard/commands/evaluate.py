@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from seqguard.cli import CliError
-from seqguard.commands.train import quiet_openmp
+from seqguard.commands.train import _ci, _f, add_data_arguments, quiet_openmp, read_labelled_events
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,15 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on labelled events: report, metrics and plots",
         description="Score labelled events with a checkpoint (the same Scorer the service uses) and write "
         "OUT/report.md, OUT/metrics.json and PNG plots: ROC-AUC, PR-AUC, recall at 1 %% FPR and precision@k, "
-        "overall and per scenario, for every component, the ensemble and the baselines (rules only, isolation "
-        "forest, gradient boosting), plus label-efficiency and held-out-scenario studies when training ran them.",
+        "overall and per scenario, at window and entity level (with bootstrap intervals), for every component "
+        "(used by the ensemble or not), the ensemble and the baselines (rules only, isolation forest, gradient "
+        "boosting), plus label-efficiency and held-out-scenario studies when training ran them.",
     )
     p.add_argument("--models", required=True, type=Path, help="checkpoint folder written by `seqguard train`")
-    p.add_argument("--data", required=True, type=Path, help="labelled events file (needs an is_anomaly column)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
+    p.add_argument("--data", required=True, type=Path,
+                   help="labelled events file (an is_anomaly column, or --labels with an entity labels table)")
+    add_data_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="report folder (created if missing)")
     p.add_argument("--split", choices=("test", "all"), default="test",
-                   help="score the checkpoint's test days of this data (default), or every window (new data)")
+                   help="score the checkpoint's test part of this data (its test days, or its test entities after an "
+                   "entity split; default), or every window (new data)")
+    p.add_argument("--level", choices=("entity", "window", "both"), default="both",
+                   help="entity: one score per entity (the checkpoint's aggregation), window: per entity-day window, "
+                   "both (default)")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -32,34 +37,44 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_openmp()
-    from seqguard.io import DataError, RowErrors, load_mapping, read_events
     from seqguard.scoring.rules import RulesError
     from seqguard.scoring.scorer import ScorerError
-    from seqguard.train.checkpoint import CheckpointError, read_index
+    from seqguard.train.checkpoint import CheckpointError, load_sequence_config, read_index
 
     try:
         read_index(args.models)  # a missing checkpoint is reported before a large file is read
-        mapping = load_mapping(args.mapping) if args.mapping else None
-        frame, report = read_events(args.data, mapping, on_error=args.on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except (CheckpointError, DataError) as e:
+        entity_key = load_sequence_config(args.models).entity_key
+    except CheckpointError as e:
         raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
-    if report.rows_ok == 0:
-        raise CliError(f"{args.data}: no usable rows to evaluate on")
+    frame, _ = read_labelled_events(args, entity_key, "evaluate on")
 
     from seqguard.train.dataset import DatasetError
     from seqguard.train.evaluate import evaluate_checkpoint
 
     try:
-        m = evaluate_checkpoint(args.models, frame, args.out, split=args.split, progress=not args.no_progress)
+        m = evaluate_checkpoint(args.models, frame, args.out, split=args.split, progress=not args.no_progress,
+                                level=args.level)
     except (DatasetError, CheckpointError, ScorerError, RulesError) as e:
         raise CliError(str(e)) from None
-    ens = m["scores"]["ensemble"]
-    print(f"wrote {args.out / 'report.md'}: ensemble PR-AUC {ens['pr_auc']:.3f}, recall@1%FPR "
-          f"{ens['recall_at_0.01_fpr']:.3f} on {m['windows']:,} {m['split']} windows")
+    print(f"wrote {args.out / 'report.md'}")
+    if args.level in ("window", "both"):
+        print(f"window level ({m['windows']:,} {m['split']} windows, {m['anomalous']:,} anomalous):")
+        for name, s in m["scores"].items():
+            print(f"  {name:<20} PR-AUC {_f(s['pr_auc'])}  ROC-AUC {_f(s['roc_auc'])}  "
+                  f"recall@1%FPR {_f(s['recall_at_0.01_fpr'])}")
+    if args.level in ("entity", "both"):
+        e = m["entity"]
+        print(f"entity level ({e['aggregation']} over windows: {e['why']}; {e['entities']:,} entities, "
+              f"{e['anomalous']:,} anomalous):")
+        for name, s in e["scores"].items():
+            print(f"  {name:<20} PR-AUC {_ci(s, 'pr_auc')}  ROC-AUC {_ci(s, 'roc_auc')}  "
+                  f"recall@1%FPR {_ci(s, 'recall_at_0.01_fpr')}  recall@5%FPR {_ci(s, 'recall_at_0.05_fpr')}")
+    if m["unused_components"]:
+        print(f"  (not used by the served ensemble: {', '.join(m['unused_components'])})")
+    for w in m["warnings"]:
+        print(f"  warning: {w}")
+    for d in m["degenerate"]:
+        print(f"  degenerate: {d['source']} on {d['where']}: {d['detail']}")
     for t in m["targets"]:
-        print(f"  [{'ok' if t['met'] else 'MISSED'}] {t['target']}: {t['value']}")
+        print(f"  [{'ok' if t['met'] else 'MISSED'}] {t['target']}: {_f(t['value'])}")
     return 0

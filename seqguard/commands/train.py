@@ -9,6 +9,9 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from seqguard.cli import CliError
 
@@ -24,15 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train the sequence models, detector and ensemble into a checkpoint folder",
-        description="Build entity-day windows from an events file, split them by time, pretrain the behaviour BERT "
+        description="Build entity-day windows from an events file (labels per event, or per entity with --labels), "
+        "split them by time or by entity (split.mode, default auto), pretrain the behaviour BERT "
         "on unlabeled windows, fine-tune it and the sequence RNN and fit boosted trees on the aggregate features "
         "(when the data has an is_anomaly column), fit the unsupervised detector and the ensemble, and write a "
         "checkpoint folder for `seqguard export` / `evaluate`. Without labels the checkpoint holds the pretrained "
         "encoder, the detector and the rules only.",
     )
     p.add_argument("--data", required=True, type=Path, help="events file (.csv, .parquet, .jsonl)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
-    p.add_argument("--config", type=Path, help="training config YAML (default: seqguard/data/train_default.yaml)")
+    add_data_arguments(p)
+    p.add_argument("--config", type=Path, help="training config YAML, merged onto seqguard/data/train_default.yaml "
+                   "(a file that sets one key changes that key only)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write (replaced if it holds one)")
     p.add_argument("--with-text-model", action="store_true",
                    help="also fine-tune the MiniLM text model on serialised windows (slow on CPU; evaluated only)")
@@ -43,31 +48,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--mapping / --labels / --unlabelled: shared by train, evaluate (and any command that reads labelled data)."""
+    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout (may state the data's "
+                   "utc_offset_hours and the labels table's columns)")
+    p.add_argument("--labels", type=Path, help="entity labels table (.csv / .parquet): entity_id,label[,scenario], "
+                   "joined on the entity key; an entity's label marks all of its windows")
+    p.add_argument("--unlabelled", choices=("normal", "exclude"), default="normal",
+                   help="with --labels: entities without a label are normal (default) or left out")
+
+
+def read_labelled_events(args: argparse.Namespace, entity_key: str, what: str) -> tuple[Any, dict[str, Any]]:
+    """The events (through the mapping) with the labels table joined when given; prints both reports.
+    Returns (frame, notes: what the read and the join did, for metrics). Raises CliError with the reason."""
+    from seqguard.io import DataError, RowErrors, load_mapping, read_events
+    from seqguard.labels import LabelsError, join_labels, load_labels
+
+    try:
+        mapping = load_mapping(args.mapping) if args.mapping else None
+        labels = load_labels(args.labels, mapping.labels if mapping else None) if args.labels else None
+        frame, report = read_events(args.data, mapping, on_error=args.on_error)
+    except RowErrors as e:
+        print(e.report.summary(), file=sys.stderr)
+        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
+    except (DataError, LabelsError) as e:
+        raise CliError(str(e)) from None
+    print(report.summary(), file=sys.stderr)
+    if report.rows_ok == 0:
+        raise CliError(f"{args.data}: no usable rows to {what}")
+    notes: dict[str, Any] = {"rows_read": report.rows_read, "rows_skipped": report.rows_skipped,
+                             "values_fixed": dict(report.fixed)}
+    if labels is not None:
+        try:
+            frame, joined = join_labels(frame, labels, entity_key, args.unlabelled)
+        except LabelsError as e:
+            raise CliError(str(e)) from None
+        print(joined.summary(), file=sys.stderr)
+        notes["labels"] = {"file": str(args.labels), **joined.to_dict()}
+    return frame, notes
+
+
 def run(args: argparse.Namespace) -> int:
     quiet_openmp()
-    from seqguard.io import DataError, RowErrors, load_mapping, read_events
+    from seqguard.io import DataError, load_mapping
     from seqguard.scoring.rules import RulesError
     from seqguard.train.checkpoint import CheckpointError
-    from seqguard.train.config import ConfigError, load_train_config
+    from seqguard.train.config import ConfigError, parse_train_config, read_settings, resolve_time_zone
     from seqguard.train.dataset import DatasetError
 
     t0 = time.perf_counter()
     try:
-        cfg = load_train_config(args.config)
+        settings = read_settings(args.config)
+        cfg = parse_train_config(settings, str(args.config or "the default config"),
+                                 args.config.parent if args.config else None)
         if cfg.rules is not None:
             from seqguard.scoring.rules import load_rules
 
             load_rules(cfg.rules)  # fail before reading a large file
         mapping = load_mapping(args.mapping) if args.mapping else None
-        frame, report = read_events(args.data, mapping, on_error=args.on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
     except (ConfigError, RulesError, DataError) as e:
         raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
-    if report.rows_ok == 0:
-        raise CliError(f"{args.data}: no usable rows to train on")
+    cfg, tz_note = resolve_time_zone(cfg, settings, mapping.utc_offset_hours if mapping else None,
+                                     mapping.name if mapping else None)
+    print(f"effective config (shipped default + {args.config or 'no overrides'}):\n"
+          + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, width=120).rstrip(), file=sys.stderr)
+    print(tz_note, file=sys.stderr)
+    frame, notes = read_labelled_events(args, cfg.sequence.entity_key, "train on")
+    notes["time_zone"] = tz_note
 
     from seqguard.train.pipeline import train_checkpoint
 
@@ -76,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"training '{cfg.name}' into {args.out}", file=sys.stderr)
     try:
         out = train_checkpoint(frame, cfg, args.out, progress=not args.no_progress,
-                               with_text_model=args.with_text_model, studies=args.studies)
+                               with_text_model=args.with_text_model, studies=args.studies, data_notes=notes)
     except (DatasetError, CheckpointError, RulesError) as e:
         raise CliError(str(e)) from None
     print(summary(out, time.perf_counter() - t0))
@@ -90,6 +137,7 @@ def summary(folder: Path, seconds: float) -> str:
     m = json.loads((folder / METRICS_FILE).read_text())
     lines = [f"wrote {folder} ({index['version']}) in {seconds:.0f} s"]
     sp = m["split"]
+    lines.append(f"  split: {sp.get('mode', 'time')} ({sp.get('why', '')})")
     lines.append("  windows: " + ", ".join(
         f"{k} {v['windows']:,}" + (f" ({v['anomalous']:,} anomalous)" if "anomalous" in v else "")
         for k, v in sp.items() if isinstance(v, dict)))
@@ -104,8 +152,24 @@ def summary(folder: Path, seconds: float) -> str:
             for name, s in m[split].items():
                 lines.append(f"    {name:<20} PR-AUC {_f(s['pr_auc'])}  ROC-AUC {_f(s['roc_auc'])}  "
                              f"recall@1%FPR {_f(s['recall_at_0.01_fpr'])}")
+    ent = m.get("test_entity")
+    if ent:
+        lines.append(f"  test, entity level ({ent['aggregation']} over windows; {ent['entities']:,} entities, "
+                     f"{ent['anomalous']:,} anomalous):")
+        for name, s in ent["scores"].items():
+            lines.append(f"    {name:<20} PR-AUC {_ci(s, 'pr_auc')}  ROC-AUC {_ci(s, 'roc_auc')}  "
+                         f"recall@1%FPR {_ci(s, 'recall_at_0.01_fpr')}  recall@5%FPR {_ci(s, 'recall_at_0.05_fpr')}")
+    for w in m.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    for d in m.get("degenerate", []):
+        lines.append(f"  degenerate: {d['source']} on {d['where']}: {d['detail']}")
     lines.append("  timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in m["timings_s"].items()))
     return "\n".join(lines)
+
+
+def _ci(s: dict[str, Any], key: str) -> str:
+    ci = s.get(f"{key}_ci")
+    return _f(s.get(key)) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _f(v: float | None) -> str:

@@ -16,9 +16,16 @@ logistic probability, calibrated on validation traffic (so its base rate is the 
 for `review` and `block` are chosen on *out-of-fold* validation scores (5-fold cross-fitting) for target false-
 positive rates (defaults: review at 1 %, block at 0.1 %), so the threshold does not ride on in-sample fit.
 
-Without labels (or without positives in validation) a stacker is of kind "percentile": the score is where the
-unsupervised score falls among the training windows' scores, and thresholds are 1 - target FPR, i.e. the share of
-(mostly normal) training traffic each decision flags. Everything is plain JSON: no pickles.
+With small data the pipeline passes out-of-fold scores of the train + validation windows instead (k-fold by
+entity), and the metrics record which (`fitted_on`). Each stacker is then chosen between the full stack and each of
+its single model inputs (component margins, the tabular trees, the unsupervised score) by cross-validated PR-AUC on
+those same rows, so the served score is not worse than its best input there (`metrics["selection"]` says which won
+and by how much).
+
+Without labels a stacker is of kind "percentile": the score is where the unsupervised score falls among the
+training windows' scores, and thresholds are 1 - target FPR, i.e. the share of (mostly normal) training traffic each
+decision flags. Labels of one class only are an error, never a silent fallback to the detector. Everything is plain
+JSON: no pickles.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from seqguard.scoring.entity import ENTITY_AGGREGATION_KEY
 from seqguard.scoring.tabular import TreeModel
 
 FORMAT = "seqguard-ensemble-v1"
@@ -174,6 +182,51 @@ def fit_stacker(
     return st
 
 
+def _cv_pr_auc(x: np.ndarray, y: np.ndarray, c: float, seed: int, folds: int) -> float:
+    """PR-AUC (average precision) of out-of-fold logistic scores: what a candidate would do on unseen rows."""
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import StratifiedKFold
+
+    k = min(folds, int(y.sum()), int(len(y) - y.sum()))
+    if k < 2:
+        return float("nan")
+    oof = np.empty(len(y))
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        m, s, cf, b = _fit_logistic(x[tr], y[tr], c, seed)
+        oof[te] = ((x[te] - m) / s) @ cf + b
+    return float(average_precision_score(y, oof))
+
+
+def select_stacker(
+    x: np.ndarray, y: np.ndarray, inputs: list[str], review_fpr: float, block_fpr: float, c: float = 1.0,
+    seed: int = 0, folds: int = 5, select_best: bool = True,
+) -> Stacker:
+    """The full stack, or its single best model input when that has the higher cross-validated PR-AUC (ties keep
+    the stack). Rule inputs are not candidates on their own: they fire on few windows and say little alone."""
+    y = np.asarray(y, dtype=np.int64)
+    singles = [n for n in inputs if n.startswith("margin:") or n in (TABULAR, UNSUPERVISED)]
+    cv = {"stack": _cv_pr_auc(x, y, c, seed, folds)}
+    if select_best and len(inputs) > 1:
+        for n in singles:
+            cv[n] = _cv_pr_auc(x[:, [inputs.index(n)]], y, c, seed, folds)
+    finite = {k: v for k, v in cv.items() if np.isfinite(v)}
+    chosen = "stack"
+    if finite and "stack" in finite:
+        best = max(finite, key=lambda k: (finite[k], k == "stack"))
+        if finite[best] > finite["stack"]:
+            chosen = best
+    if chosen == "stack":
+        st = fit_stacker(x, y, inputs, review_fpr, block_fpr, c, seed, folds)
+        why = ("the stack has the highest cross-validated PR-AUC" if len(finite) > 1 else
+               "no selection (one input, selection off, or too few positives to cross-validate)")
+    else:
+        st = fit_stacker(x[:, [inputs.index(chosen)]], y, [chosen], review_fpr, block_fpr, c, seed, folds)
+        why = (f"{chosen} alone has a higher cross-validated PR-AUC ({finite[chosen]:.4f}) than the stack "
+               f"({finite['stack']:.4f})")
+    st.metrics["selection"] = {"chosen": chosen, "why": why, "cv_pr_auc": cv}
+    return st
+
+
 def percentile_stacker(inputs: list[str], review_fpr: float, block_fpr: float, reason: str) -> Stacker:
     return Stacker("percentile", inputs, {"review": 1.0 - review_fpr, "block": 1.0 - block_fpr},
                    metrics={"fitted_on": "unlabeled training traffic", "why": reason,
@@ -211,6 +264,8 @@ class Ensemble:
     review_fpr: float = 0.01
     block_fpr: float = 0.001
     tabular: TreeModel | None = None  # boosted trees on the aggregate features (no backend needed)
+    entity_aggregation: str | None = None  # window scores -> entity score (seqguard.scoring.entity), chosen in training
+    entity_aggregation_metrics: dict[str, Any] = field(default_factory=dict)  # how it was chosen
 
     @staticmethod
     def input_names(components: list[str], rule_ids: list[str], tabular: bool = False) -> list[str]:
@@ -222,29 +277,42 @@ class Ensemble:
         cls, components: list[str], rule_ids: list[str], margins: dict[str, np.ndarray] | None,
         unsupervised: np.ndarray, rule_hits: np.ndarray, y: np.ndarray | None, review_fpr: float = 0.01,
         block_fpr: float = 0.001, c: float = 1.0, seed: int = 0, tabular: TreeModel | None = None,
-        features: np.ndarray | None = None,
+        features: np.ndarray | None = None, select_best: bool = False, fitted_on: str = "validation",
+        folds: int = 5, tabular_scores: np.ndarray | None = None,
     ) -> Ensemble:
-        """Fit on validation windows: component margins, unsupervised scores, rule hits, labels (and, with a tree
-        model, the windows' features to score it on)."""
-        has_both = y is not None and 0 < int(np.sum(y)) < len(y)
-        if not has_both:
-            why = "no labels" if y is None else "validation has only one class"
+        """Fit on validation windows (or out-of-fold rows): component margins, unsupervised scores, rule hits,
+        labels (and, with a tree model, the windows' features to score it on). `components` may shrink to the
+        models the chosen stacker uses."""
+        if y is None:
             names = cls.input_names([], rule_ids)
-            deg = percentile_stacker(names, review_fpr, block_fpr, why)
-            main = percentile_stacker(names, review_fpr, block_fpr, why)
+            deg = percentile_stacker(names, review_fpr, block_fpr, "no labels")
+            main = percentile_stacker(names, review_fpr, block_fpr, "no labels")
             return cls([], list(rule_ids), main, deg, review_fpr, block_fpr)
-        if tabular is not None and features is None:
+        n_pos = int(np.sum(y))
+        if not 0 < n_pos < len(y):
+            # Never a silent fallback to the detector: the caller must fix the split (dataset.check_split).
+            raise ValueError(f"the ensemble needs both classes in {fitted_on}: {n_pos} anomalous of {len(y)} "
+                             "windows")
+        if tabular is not None and features is None and tabular_scores is None:
             raise ValueError("a tree model needs the validation features")
-        tab = tabular.decision_function(features) if tabular is not None else None
+        if tabular_scores is not None:  # out-of-fold tree scores (small data): not the final trees' in-sample ones
+            tab = np.asarray(tabular_scores, dtype=np.float64)
+        else:
+            tab = tabular.decision_function(features) if tabular is not None else None
         sig = signals(margins, tab, unsupervised, rule_hits, rule_ids)
         deg_names = cls.input_names([], rule_ids, tabular is not None)
-        deg = fit_stacker(matrix(sig, deg_names), y, deg_names, review_fpr, block_fpr, c, seed)
+        deg = select_stacker(matrix(sig, deg_names), y, deg_names, review_fpr, block_fpr, c, seed, folds,
+                             select_best)
         if components:
             names = cls.input_names(components, rule_ids, tabular is not None)
-            main = fit_stacker(matrix(sig, names), y, names, review_fpr, block_fpr, c, seed)
+            main = select_stacker(matrix(sig, names), y, names, review_fpr, block_fpr, c, seed, folds, select_best)
         else:  # labels but no sequence models: the degraded stacker is the ensemble
             main = deg
-        return cls(list(components), list(rule_ids), main, deg, review_fpr, block_fpr, tabular)
+        for st in (main, deg):
+            st.metrics["fitted_on"] = fitted_on
+        used = [cname for cname in components if margin_input(cname) in main.inputs]
+        # The trees stay even when no stacker uses them: cheap, and every component keeps being reported.
+        return cls(used, list(rule_ids), main, deg, review_fpr, block_fpr, tabular)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -256,6 +324,8 @@ class Ensemble:
             "main": self.main.to_dict(),
             "degraded": self.degraded.to_dict(),
             "tabular": self.tabular.to_dict() if self.tabular is not None else None,
+            ENTITY_AGGREGATION_KEY: self.entity_aggregation,
+            "entity_aggregation_metrics": self.entity_aggregation_metrics,
         }
 
     @classmethod
@@ -264,7 +334,8 @@ class Ensemble:
             raise ValueError(f"not a seqguard ensemble (format {d.get('format')!r}, expected {FORMAT!r})")
         tab = TreeModel.from_dict(d["tabular"]) if d.get("tabular") else None
         return cls(list(d["components"]), list(d["rule_ids"]), Stacker.from_dict(d["main"]),
-                   Stacker.from_dict(d["degraded"]), float(d["review_fpr"]), float(d["block_fpr"]), tab)
+                   Stacker.from_dict(d["degraded"]), float(d["review_fpr"]), float(d["block_fpr"]), tab,
+                   d.get(ENTITY_AGGREGATION_KEY), dict(d.get("entity_aggregation_metrics") or {}))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")

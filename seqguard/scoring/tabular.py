@@ -120,8 +120,11 @@ class TreeModel:
             keep = np.sort(np.concatenate([np.flatnonzero(y == 1),
                                            rng.choice(neg, max(1, round(negative_share * len(neg))), replace=False)]))
             x, y = x[keep], y[keep]
+        # sklearn's default leaf size (20) on a few dozen windows allows no split at all: the trees would output a
+        # constant. Below 400 windows the leaf size shrinks with the data (unchanged at and above 400).
+        min_leaf = max(1, min(20, len(y) // 20))
         gb = HistGradientBoostingClassifier(max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
-                                            learning_rate=learning_rate, random_state=seed)
+                                            learning_rate=learning_rate, random_state=seed, min_samples_leaf=min_leaf)
         gb.fit(x, y)
         trees = []
         for (pred,) in gb._predictors:  # binary: one tree per iteration
@@ -141,7 +144,7 @@ class TreeModel:
         model = cls(FEATURE_NAMES, baseline, trees, {
             "estimator": "HistGradientBoostingClassifier", "iterations": int(gb.n_iter_), "max_iter": max_iter,
             "max_leaf_nodes": max_leaf_nodes, "learning_rate": learning_rate, "negative_share": negative_share,
-            "train_windows": len(y), "train_positive": int(y.sum())})
+            "train_windows": len(y), "train_positive": int(y.sum()), "min_samples_leaf": min_leaf})
         check = np.asarray(X[: min(len(X), 5000)], dtype=np.float32)
         if not np.allclose(model.decision_function(check), gb.decision_function(check), atol=1e-6, rtol=1e-6):
             raise RuntimeError("the exported trees do not reproduce scikit-learn's predictions (a scikit-learn "

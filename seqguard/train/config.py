@@ -1,7 +1,8 @@
 """TrainConfig: everything `seqguard train` does, typed and validated once (YAML in, clear errors out).
 
 Defaults live in seqguard/data/train_default.yaml (what `make model` trains) and train_tiny.yaml (seconds, for tests).
-Unknown keys are errors, so a misspelt setting can never silently fall back to a default.
+A user's file is merged onto the shipped default (a file that sets one key changes that key only), and unknown keys
+are errors, so a misspelt setting can never silently fall back to a default.
 """
 
 from __future__ import annotations
@@ -27,13 +28,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SplitConfig(_Strict):
-    """Chronological: train on the earliest days, validate on the next, test on the last ones."""
+SplitMode = Literal["time", "entity", "auto"]
 
+
+class SplitConfig(_Strict):
+    """time: train on the earliest days, validate on the next, test on the last ones. entity: a hashed,
+    label-stratified split of entities (any capture length). auto: time when the days allow it and both
+    validation and test hold enough of each class, else entity (the log says which and why)."""
+
+    mode: SplitMode = "auto"
     val_days: int = Field(2, ge=1)
     test_days: int = Field(3, ge=1)
     unseen_entity_share: float = Field(0.1, ge=0.0, lt=1.0,
-                                       description="share of entities kept out of train and validation entirely")
+                                       description="time split: share of entities kept out of train and validation")
+    val_share: float = Field(0.2, gt=0.0, lt=1.0, description="entity split: share of entities for validation")
+    test_share: float = Field(0.3, gt=0.0, lt=1.0, description="entity split: share of entities for test")
+    min_positives: int = Field(5, ge=1, description="auto: the time split is used only when validation and test "
+                               "each hold at least this many anomalous windows")
+
+    @field_validator("test_share")
+    @classmethod
+    def _shares(cls, v: float, info: Any) -> float:
+        val = info.data.get("val_share")
+        if val is not None and val + v >= 0.9:
+            raise ValueError(f"val_share + test_share must leave at least 10 % to train on (got {val + v:g})")
+        return v
 
 
 class LoopConfig(_Strict):
@@ -108,6 +127,15 @@ class EnsembleConfig(_Strict):
     review_fpr: float = Field(0.01, gt=0, lt=1)
     block_fpr: float = Field(0.001, gt=0, lt=1)
     c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic stacker")
+    min_positives: int = Field(10, ge=1, description="a component judged on fewer anomalous validation windows is "
+                               "reported as degenerate")
+    oof_below_entities: int = Field(500, ge=0, description="with fewer labelled train+validation entities, the "
+                                    "stacker and thresholds are fitted on out-of-fold scores (k-fold by entity)")
+    oof_folds: int = Field(5, ge=2, le=20)
+    select_best: bool = Field(True, description="serve the single best input instead of the stack when it has the "
+                              "higher cross-validated PR-AUC")
+    entity_aggregation: Literal["auto", "max", "mean", "median"] = Field(
+        "auto", description="window scores -> entity score; auto chooses on validation (entity PR-AUC)")
 
 
 class StudiesConfig(_Strict):
@@ -164,13 +192,27 @@ def _format(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_train_config(raw: Any, source: str = "<config>", base: Path | None = None) -> TrainConfig:
+def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` onto `base`, section by section (lists and values replace, mappings merge)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge_settings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _default_settings() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
+
+
+def parse_train_config(raw: Any, source: str = "<config>", base: Path | None = None,
+                       merge: bool = True) -> TrainConfig:
+    """Validate `raw` merged onto the shipped default (merge=False: onto the code defaults only)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        cfg = TrainConfig.model_validate(raw)
+        cfg = TrainConfig.model_validate(merge_settings(_default_settings(), raw) if merge else raw)
     except ValidationError as e:
         raise ConfigError(f"{source}: {_format(e)}") from None
     if cfg.rules is not None and not cfg.rules.is_absolute() and base is not None:
@@ -179,8 +221,11 @@ def parse_train_config(raw: Any, source: str = "<config>", base: Path | None = N
     return cfg
 
 
-def load_train_config(path: str | Path | None = None) -> TrainConfig:
-    p = Path(path) if path is not None else DEFAULT_CONFIG
+def read_settings(path: str | Path | None = None) -> dict[str, Any]:
+    """The user's file as a dict (what it sets, before merging); {} for the default."""
+    if path is None:
+        return {}
+    p = Path(path)
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -191,4 +236,36 @@ def load_train_config(path: str | Path | None = None) -> TrainConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    return parse_train_config(raw, str(p), p.parent)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at the top level")
+    return raw
+
+
+def load_train_config(path: str | Path | None = None) -> TrainConfig:
+    """The shipped default with the settings of `path` (if any) merged on top."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    return parse_train_config(read_settings(path), str(p), p.parent)
+
+
+def resolve_time_zone(cfg: TrainConfig, settings: dict[str, Any], mapping_offset: float | None,
+                      mapping_name: str | None) -> tuple[TrainConfig, str]:
+    """The UTC offset for hour-of-day features and a line saying where it came from.
+
+    Precedence: the user's config file, then the data's mapping (`utc_offset_hours:` stated per dataset), then,
+    for data read through a mapping that states none, UTC (the shipped +8 is the demo shop's, not the user's);
+    seqguard's own files without a mapping keep the shipped default."""
+    explicit = "utc_offset_hours" in (settings.get("sequence") or {})
+    if explicit:
+        return cfg, f"hour of day: UTC{cfg.sequence.utc_offset_hours:+g} (from the config file)"
+    if mapping_offset is not None:
+        offset, why = float(mapping_offset), f"from mapping '{mapping_name}'"
+    elif mapping_name is not None:
+        offset, why = 0.0, (f"mapping '{mapping_name}' states no utc_offset_hours, so UTC; set it in the mapping "
+                            "for local hours")
+    else:
+        return cfg, (f"hour of day: UTC{cfg.sequence.utc_offset_hours:+g} (the shipped default, the demo shop's "
+                     "local time; set sequence.utc_offset_hours or a mapping's utc_offset_hours for your data)")
+    seq = cfg.sequence.model_copy(update={"utc_offset_hours": offset})
+    return cfg.model_copy(update={"sequence": seq}), f"hour of day: UTC{offset:+g} ({why})"

@@ -4,15 +4,19 @@ One window per entity-day: the window that ends at the entity's last event of ea
 (`window_index(..., every="day")`), encoded with the one `encode_window` every stage uses. A window is anomalous when
 any event inside it is labelled `is_anomaly`; its scenario is the most frequent attack scenario among those events.
 
-The split is chronological (by the UTC day the window ends on): train on the earliest days, validate on the next
-`val_days`, test on the last `test_days`. A seeded share of entities is kept out of training *and* validation
-entirely, so the test split holds both seen and never-seen entities (reported separately).
+Two splits (`split.mode`). `time` is chronological (by the UTC day the window ends on): train on the earliest days,
+validate on the next `val_days`, test on the last `test_days`; a seeded share of entities is kept out of training
+*and* validation entirely, so the test split holds both seen and never-seen entities (reported separately).
+`entity` assigns whole entities to train / validation / test by a seeded hash, stratified by the entity label, so it
+works on a capture of any length (a 2-hour one). `auto` uses time when the days allow it and both validation and
+test then hold enough anomalous windows, else entity, and says why. `check_split` then refuses, before any model is
+trained, a split whose validation or test holds one class only.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -103,32 +107,49 @@ class Split:
     test: np.ndarray
     unseen: np.ndarray  # bool [N]: the entity is kept out of train and validation
     days: dict[str, list[int]]  # split name -> UTC day numbers
+    mode: str = "time"  # "time" or "entity": what was used
+    why: str = ""  # why this mode (auto says which it chose and why)
 
     def describe(self, ws: WindowSet) -> dict[str, object]:
-        out: dict[str, object] = {}
+        out: dict[str, object] = {"mode": self.mode, "why": self.why}
         for name in ("train", "val", "test"):
             idx = getattr(self, name)
-            d: dict[str, object] = {"windows": len(idx), "days": self.days[name]}
+            d: dict[str, object] = {"windows": len(idx), "entities": len(np.unique(ws.entity[idx])),
+                                    "days": self.days[name]}
             if ws.labels is not None:
                 d["anomalous"] = int(ws.labels[idx].sum())
+                d["anomalous_entities"] = len(np.unique(ws.entity[idx][ws.labels[idx]]))
             out[name] = d
         out["test_unseen_entities_windows"] = int(self.unseen[self.test].sum())
         return out
 
 
-def _unseen(entity: np.ndarray, share: float, seed: int) -> np.ndarray:
-    # A stable hash (not Python's salted hash()) so the same entities are held out on every run and machine.
+def _entity_hash(entity: np.ndarray, seed: int) -> np.ndarray:
+    # A stable hash (not Python's salted hash()) so the same entities land in the same part on every run and machine.
     salt = f"{seed}:".encode()
-    h = np.fromiter((zlib.crc32(salt + str(e).encode()) for e in entity), dtype=np.int64, count=len(entity))
-    return (h % 10_000) < round(share * 10_000)
+    return np.fromiter((zlib.crc32(salt + str(e).encode()) for e in entity), dtype=np.int64, count=len(entity))
 
 
-def split_windows(ws: WindowSet, cfg: SplitConfig, seed: int) -> Split:
+def _unseen(entity: np.ndarray, share: float, seed: int) -> np.ndarray:
+    return (_entity_hash(entity, seed) % 10_000) < round(share * 10_000)
+
+
+def entity_labels(ws: WindowSet) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct entities (sorted) and, with labels, whether any of an entity's windows is anomalous."""
+    ents, inv = np.unique(ws.entity.astype(str), return_inverse=True)
+    pos = np.zeros(len(ents), dtype=bool)
+    if ws.labels is not None:
+        np.logical_or.at(pos, inv, ws.labels)
+    return ents, pos
+
+
+def time_split(ws: WindowSet, cfg: SplitConfig, seed: int) -> Split:
     days = np.unique(ws.day)
     need = cfg.val_days + cfg.test_days + 1
     if len(days) < need:
-        raise DatasetError(f"the data spans {len(days)} day(s); the split needs at least {need} "
-                           f"(split.val_days={cfg.val_days}, split.test_days={cfg.test_days}, and 1 to train on)")
+        raise DatasetError(f"the data spans {len(days)} day(s); the time split needs at least {need} "
+                           f"(split.val_days={cfg.val_days}, split.test_days={cfg.test_days}, and 1 to train on); "
+                           "use split.mode: entity (or auto) for a shorter capture")
     test_days = days[-cfg.test_days:]
     val_days = days[-(cfg.test_days + cfg.val_days):-cfg.test_days]
     train_days = days[:-(cfg.test_days + cfg.val_days)]
@@ -137,4 +158,93 @@ def split_windows(ws: WindowSet, cfg: SplitConfig, seed: int) -> Split:
     val = np.flatnonzero(np.isin(ws.day, val_days) & ~unseen)
     test = np.flatnonzero(np.isin(ws.day, test_days))
     return Split(train, val, test, unseen, {"train": train_days.tolist(), "val": val_days.tolist(),
-                                            "test": test_days.tolist()})
+                                            "test": test_days.tolist()}, "time")
+
+
+def entity_split(ws: WindowSet, cfg: SplitConfig, seed: int) -> Split:
+    """Entities, not days: each entity's windows all go to one part. Stratified by the entity label: positives and
+    negatives are each ordered by a seeded hash and cut at the same shares, so every part holds both classes
+    whenever there are at least three entities of each."""
+    ents, pos = entity_labels(ws)
+    part = np.zeros(len(ents), dtype=np.int64)  # 0 train, 1 val, 2 test
+    h = _entity_hash(ents, seed)
+    for cls in (False, True):
+        members = np.flatnonzero(pos == cls)
+        order = members[np.argsort(h[members], kind="stable")]
+        n = len(order)
+        n_test = round(cfg.test_share * n)
+        n_val = round(cfg.val_share * n)
+        if n >= 3:  # keep one entity in each part before rounding takes it away
+            n_test, n_val = max(n_test, 1), max(n_val, 1)
+            n_test = min(n_test, n - 2)
+            n_val = min(n_val, n - n_test - 1)
+        part[order[:n_test]] = 2
+        part[order[n_test:n_test + n_val]] = 1
+    of_window = part[np.searchsorted(ents, ws.entity.astype(str))]
+    days = {name: np.unique(ws.day[of_window == k]).tolist() for k, name in enumerate(("train", "val", "test"))}
+    return Split(np.flatnonzero(of_window == 0), np.flatnonzero(of_window == 1), np.flatnonzero(of_window == 2),
+                 of_window == 2, days, "entity")
+
+
+def _class_problem(ws: WindowSet, sp: Split, min_positives: int) -> str | None:
+    """Why a split cannot train and judge a supervised model (None when it can)."""
+    if ws.labels is None:
+        return None
+    for name in ("train", "val", "test"):
+        idx = getattr(sp, name)
+        n_pos = int(ws.labels[idx].sum())
+        label = {"val": "validation"}.get(name, name)
+        if not len(idx):
+            return f"{label} holds no window"
+        if n_pos < min_positives or n_pos == len(idx):
+            return f"{label} holds {n_pos} anomalous of {len(idx)} windows"
+    return None
+
+
+def split_windows(ws: WindowSet, cfg: SplitConfig, seed: int) -> Split:
+    """The split `cfg.mode` asks for; auto picks time or entity and records why (Split.why)."""
+    if cfg.mode == "time":
+        return replace(time_split(ws, cfg, seed), why="split.mode: time")
+    if cfg.mode == "entity":
+        return replace(entity_split(ws, cfg, seed), why="split.mode: entity")
+    days = np.unique(ws.day)
+    need = cfg.val_days + cfg.test_days + 1
+    if len(days) < need:
+        why = f"auto: {len(days)} day(s) of data, the time split needs {need}; split by entity"
+        return replace(entity_split(ws, cfg, seed), why=why)
+    sp = time_split(ws, cfg, seed)
+    problem = _class_problem(ws, sp, cfg.min_positives)
+    if problem is None:
+        return replace(sp, why=f"auto: {len(days)} days of data, and the last {cfg.val_days + cfg.test_days} days "
+                               f"hold at least {cfg.min_positives} anomalous windows in validation and in test; "
+                               "split by time")
+    return replace(entity_split(ws, cfg, seed),
+                   why=f"auto: by time, {problem} (fewer than split.min_positives={cfg.min_positives}, or one class "
+                       "only); split by entity")
+
+
+MIN_POSITIVE_ENTITIES = 3  # one per part: train, validation, test
+
+
+def check_split(ws: WindowSet, sp: Split) -> None:
+    """Before any model is trained: with labels, every part must hold both classes. Names the fix."""
+    if ws.labels is None:
+        return
+    _, pos = entity_labels(ws)
+    if not pos.any():
+        raise DatasetError("the labels hold no anomalous window: nothing to learn from. Check the label column / "
+                           "--labels file, or train without labels (drop the is_anomaly column) for the label-free "
+                           "detector")
+    if pos.all():
+        raise DatasetError("every entity is labelled anomalous: there is no normal traffic to learn from. Check "
+                           "the labels, or use --unlabelled normal so entities without a label count as normal")
+    problem = _class_problem(ws, sp, 1)
+    if problem is None:
+        return
+    if sp.mode == "time":
+        fix = ("use split.mode: entity (a label-stratified split of entities) or split.mode: auto, or move the "
+               "split with split.val_days / split.test_days")
+    else:
+        fix = (f"the entity split needs at least {MIN_POSITIVE_ENTITIES} anomalous and {MIN_POSITIVE_ENTITIES} "
+               f"normal entities (this data has {int(pos.sum())} and {int((~pos).sum())}); label more entities")
+    raise DatasetError(f"{sp.mode} split: {problem}, so a supervised model could not be trained and judged; {fix}")

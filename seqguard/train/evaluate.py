@@ -25,15 +25,18 @@ import numpy as np
 import pandas as pd
 
 from seqguard.contracts import METRICS_FILE
+from seqguard.scoring.entity import DEFAULT_AGGREGATION, ENTITY_AGGREGATION_KEY
 from seqguard.scoring.scorer import Scorer
 from seqguard.train.checkpoint import load_models, load_sequence_config, read_index
 from seqguard.train.config import TrainConfig
 from seqguard.train.dataset import DatasetError, build_windows, split_windows
+from seqguard.train.entity_metrics import entity_report
 from seqguard.train.loop import predict_logits, setup_torch
-from seqguard.train.metrics import RECALL_KEY, clean, full_report
+from seqguard.train.metrics import RECALL_KEY, clean, degenerate_sources, full_report, low_negative_warning
 from seqguard.train.scores import ENSEMBLE, baseline_scores, fit_baselines, scorer_sources
 
 SplitName = Literal["test", "all"]
+Level = Literal["entity", "window", "both"]
 
 
 def _stderr(msg: str) -> None:
@@ -69,6 +72,7 @@ def evaluate_checkpoint(
     split: SplitName = "test",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    level: Level = "both",
 ) -> dict[str, Any]:
     from seqguard.train.report import write_report
 
@@ -85,7 +89,9 @@ def evaluate_checkpoint(
         raise DatasetError("evaluation needs labels: the data has no is_anomaly column")
     y = ws.y()
     if split == "test":
-        sp = split_windows(ws, cfg.split, cfg.seed)
+        # The split the checkpoint was trained with (auto resolved to time or entity), so test is test.
+        mode = (index.get("split") or {}).get("mode", "time")
+        sp = split_windows(ws, cfg.split.model_copy(update={"mode": mode}), cfg.seed)
         idx, fit_idx, unseen = sp.test, sp.train, sp.unseen[sp.test]
     else:
         idx, fit_idx, unseen = np.arange(len(ws)), None, None
@@ -95,7 +101,8 @@ def evaluate_checkpoint(
     log(f"evaluating {index.get('version')} on {len(idx):,} {split} windows ({int(y[idx].sum()):,} anomalous)")
 
     models = load_models(models_dir)
-    logits = {n: predict_logits(models[n], ws.encoded, idx) for n in scorer.components}
+    # Every model of the checkpoint, whether the served stacker uses it or not.
+    logits = {n: predict_logits(m, ws.encoded, idx) for n, m in models.items()}
     sources, ranks = scorer_sources(scorer, logits, ws.features[idx])
     # Baselines learn from the training days of this data (unsupervised on all, supervised with labels); with
     # --split all there are no held-back days, so only the isolation forest runs (fitted transductively).
@@ -117,18 +124,34 @@ def evaluate_checkpoint(
         "review_fpr": scorer.ensemble.review_fpr,
         "block_fpr": scorer.ensemble.block_fpr,
         "stacker_fit": scorer.ensemble.main.metrics,
+        "degraded_stacker_fit": scorer.ensemble.degraded.metrics,
+        "level": level,
+        "models": list(models),
+        "served_components": scorer.components,
+        "unused_components": [n for n in models if n not in scorer.components],
+        "split_mode": {k: v for k, v in (index.get("split") or {}).items() if k in ("mode", "why")},
     }
+    tr_min = cfg.ensemble.min_positives
+    metrics["degenerate"] = degenerate_sources(sources, y[idx], tr_min, split)
+    metrics["warnings"] = low_negative_warning(y[idx], f"{split} window")
+    if level in ("entity", "both"):
+        method = scorer.ensemble.entity_aggregation or DEFAULT_AGGREGATION
+        how = (scorer.ensemble.entity_aggregation_metrics.get("why", "") if scorer.ensemble.entity_aggregation
+               else "the checkpoint records none (trained before entity aggregation was chosen): the default")
+        metrics["entity"] = entity_report(ws.entity[idx], y[idx], ws.scenario[idx], sources, method, seed=cfg.seed)
+        metrics["entity"]["why"] = how
+        metrics["warnings"] += metrics["entity"]["warnings"]
     train_metrics_path = models_dir / METRICS_FILE
     train_metrics = json.loads(train_metrics_path.read_text()) if train_metrics_path.is_file() else {}
     for key in ("label_efficiency", "held_out_scenarios", "text_model", "timings_s", "sizes_mb", "parameters",
-                "latency", "fits", "pretraining"):
+                "latency", "fits", "pretraining", "degenerate", "out_of_fold", ENTITY_AGGREGATION_KEY):
         if key in train_metrics:
             metrics[f"train_{key}"] = train_metrics[key]
     metrics["targets"] = check_targets(metrics)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = {name: (y[idx].astype(bool), s) for name, s in sources.items()}
-    write_report(out_dir, clean(metrics), curves, components=scorer.components)
+    write_report(out_dir, clean(metrics), curves, components=scorer.components, level=level)
     (out_dir / "metrics.json").write_text(json.dumps(clean(metrics), indent=1) + "\n")
     return metrics
 
@@ -142,7 +165,8 @@ def check_targets(m: dict[str, Any]) -> list[dict[str, Any]]:
         _target("ensemble recall at 1 % FPR >= 0.85", ens[RECALL_KEY], 0.85),
     ]
     comps = {k: v for k, v in s.items()
-             if k in ("behaviour_bert", "sequence_rnn", "tabular", "unsupervised", "rules_only")}
+             if k in ("behaviour_bert", "sequence_rnn", "tabular", "unsupervised", "rules_only")
+             or k in m.get("models", [])}
     if comps:
         best = max(comps, key=lambda k: comps[k]["pr_auc"] or 0.0)
         out.append({"target": f"ensemble PR-AUC >= best component ({best})", "value": ens["pr_auc"],

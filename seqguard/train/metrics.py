@@ -118,3 +118,37 @@ def clean(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return clean(obj.tolist())
     return obj
+
+
+def degenerate_sources(sources: dict[str, np.ndarray], y: np.ndarray, min_positives: int,
+                       where: str) -> list[dict[str, Any]]:
+    """Scores that cannot be trusted on these windows: constant (a model that learned nothing, or ECOD on a
+    handful of windows), or judged on fewer than `min_positives` anomalous windows. Reported, never hidden."""
+    y = np.asarray(y).astype(bool)
+    out = []
+    n_pos = int(y.sum())
+    if n_pos < min_positives:  # a property of the windows, so one entry for every source
+        out.append({"source": "every score", "where": where, "problem": "too_few_positives",
+                    "detail": f"judged on {n_pos} anomalous {where} windows (fewer than {min_positives}): its "
+                              "figures and the choices made on them are noise-prone"})
+    for name, s in sources.items():
+        s = np.asarray(s, dtype=np.float64)
+        finite = s[np.isfinite(s)]
+        if len(finite) and float(finite.max() - finite.min()) <= 1e-9 * max(1.0, abs(float(finite.max()))):
+            out.append({"source": name, "where": where, "problem": "constant",
+                        "detail": f"the same score ({finite[0]:.4g}) for all {len(s)} {where} windows"})
+        elif n_pos >= min_positives and (~y).sum() >= min_positives:
+            auc = roc_auc(y, np.nan_to_num(s, nan=float(np.nanmin(s)) if len(finite) else 0.0))
+            if auc < 0.45:  # clearly below chance: the score ranks this data the wrong way round
+                out.append({"source": name, "where": where, "problem": "inverted",
+                            "detail": f"ROC-AUC {auc:.3f} on {where}: it ranks normal windows above anomalous ones "
+                                      "on this data"})
+    return out
+
+
+def low_negative_warning(y: np.ndarray, level: str, minimum: int = 100) -> list[str]:
+    n_neg = int((~np.asarray(y).astype(bool)).sum())
+    if n_neg < minimum:
+        return [f"{level}: recall at 1 % FPR rests on {n_neg} normal {level}s (fewer than {minimum}): one or two "
+                "of them decide it; read PR-AUC and ROC-AUC instead"]
+    return []

@@ -35,6 +35,7 @@ from seqguard.contracts import (
 from seqguard.features import FEATURE_NAMES
 from seqguard.scoring.detector import ECODDetector
 from seqguard.scoring.ensemble import Ensemble, logit_margin
+from seqguard.scoring.entity import DEFAULT_AGGREGATION, ENTITY_AGGREGATION_KEY
 from seqguard.scoring.rules import default_rules_path, load_rules
 from seqguard.scoring.scorer import Scorer
 from seqguard.scoring.tabular import TreeModel
@@ -44,11 +45,13 @@ from seqguard.train import rnn as rnn_stage
 from seqguard.train.calibration import CALIBRATION_FILE, choose_windows, write_calibration
 from seqguard.train.checkpoint import CheckpointError, save_model, weights_hash
 from seqguard.train.config import TrainConfig
-from seqguard.train.dataset import DatasetError, build_windows, split_windows
+from seqguard.train.dataset import build_windows, check_split, split_windows
+from seqguard.train.entity_metrics import choose_aggregation, entity_report
 from seqguard.train.evaluate import operating_point
 from seqguard.train.loop import predict_logits, setup_torch
-from seqguard.train.metrics import clean, full_report
-from seqguard.train.scores import scorer_sources
+from seqguard.train.metrics import clean, degenerate_sources, full_report, low_negative_warning
+from seqguard.train.oof import small_data_oof
+from seqguard.train.scores import ENSEMBLE, scorer_sources
 
 BERT = "behaviour_bert"
 RNN = "sequence_rnn"
@@ -135,13 +138,15 @@ def train_checkpoint(
     with_text_model: bool = False,
     studies: bool = False,
     log: Callable[[str], None] | None = None,
+    data_notes: dict[str, Any] | None = None,
 ) -> Path:
-    """Train everything on `frame` (an events frame, labels optional) and write the checkpoint folder."""
+    """Train everything on `frame` (an events frame, labels optional) and write the checkpoint folder.
+    `data_notes`: what reading the data did (the labels join, the time zone), kept in metrics.json and the index."""
     log = log or _stderr
     out_dir = Path(out_dir)
     staging = _prepare_out(out_dir)
     try:
-        _train(frame, cfg, staging, progress, with_text_model, studies, log)
+        _train(frame, cfg, staging, progress, with_text_model, studies, log, data_notes or {})
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -150,20 +155,18 @@ def train_checkpoint(
 
 
 def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, with_text_model: bool, studies: bool,
-           log: Callable[[str], None]) -> None:
+           log: Callable[[str], None], data_notes: dict[str, Any]) -> None:
     st = _Stages(log)
     setup_torch(cfg.seed, cfg.threads)
     seq = cfg.sequence
-    metrics: dict[str, Any] = {"timings_s": st.timings}
+    metrics: dict[str, Any] = {"timings_s": st.timings, "data_notes": data_notes}
 
     ws = build_windows(frame, seq, progress)
     split = split_windows(ws, cfg.split, cfg.seed)
-    if not len(split.train) or not len(split.val):
-        raise DatasetError("the split leaves no training or validation windows; use more days or entities")
+    log(f"  split: {split.mode} ({split.why})")
+    check_split(ws, split)  # before any model is trained: one class in validation or test is an error, not a warning
     y = ws.y() if ws.has_labels else None
-    labelled = y is not None and bool(y[split.train].any())
-    if y is not None and not labelled:
-        log("  warning: the training days hold no anomalous window; training without labels")
+    labelled = y is not None
     metrics["split"] = split.describe(ws)
     st.done("windows + split", f"{len(ws):,} windows of {len(np.unique(ws.entity)):,} entities from "
                                f"{len(frame):,} events; train/val/test = {len(split.train):,}/{len(split.val):,}/"
@@ -220,32 +223,69 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
 
     val = split.val
     val_logits = {n: predict_logits(m, ws.encoded, val) for n, m in models.items()}
-    feats_val = ws.features[val]
+    # Where the stacker learns: validation, or with small data the out-of-fold scores of train + validation.
+    fit_idx, fit_margins, fit_tab, fitted_on = val, {n: logit_margin(v) for n, v in val_logits.items()}, None, \
+        "validation"
+    if labelled and y is not None:
+        oof = small_data_oof(ws, y, split, cfg, pre.encoder_state(), list(models), log, progress)
+        if oof is not None:
+            metrics["out_of_fold"] = oof.info
+            fit_idx, fit_margins, fit_tab, fitted_on = oof.idx, oof.margins, oof.tabular, oof.info["fitted_on"]
+            st.done("out-of-fold scores", oof.info["summary"])
+    feats_fit = ws.features[fit_idx]
+    if tabular is not None and fit_tab is None:
+        fit_tab = tabular.decision_function(feats_fit)
     ensemble = Ensemble.fit(
-        list(models), rules.ids, {n: logit_margin(v) for n, v in val_logits.items()},
-        detector.score_samples(feats_val), rules.hits(feats_val), y[val] if labelled and y is not None else None,
-        cfg.ensemble.review_fpr, cfg.ensemble.block_fpr, cfg.ensemble.c, cfg.seed, tabular, feats_val)
-    if labelled and not ensemble.components and models:
-        log("  warning: validation holds only one class; the ensemble falls back to the detector percentile")
+        list(models), rules.ids, fit_margins, detector.score_samples(feats_fit), rules.hits(feats_fit),
+        y[fit_idx] if labelled and y is not None else None, cfg.ensemble.review_fpr, cfg.ensemble.block_fpr,
+        cfg.ensemble.c, cfg.seed, tabular, feats_fit, select_best=cfg.ensemble.select_best, fitted_on=fitted_on,
+        folds=cfg.ensemble.oof_folds, tabular_scores=fit_tab)
+    for which in ("main", "degraded"):
+        sel = getattr(ensemble, which).metrics.get("selection")
+        if sel:
+            log(f"  {which} stacker: {sel['chosen']} ({sel['why']})")
     ensemble.save(out / ENSEMBLE_FILE)
     scorer = Scorer.load(out)  # from the files just written: what export and the service will load
+    if labelled and y is not None:
+        val_sources, _ = scorer_sources(scorer, val_logits, ws.features[val])
+        method, how = choose_aggregation(ws.entity[val], y[val], val_sources[ENSEMBLE],
+                                         cfg.ensemble.entity_aggregation)
+    else:
+        method, how = (DEFAULT_AGGREGATION if cfg.ensemble.entity_aggregation == "auto"
+                       else cfg.ensemble.entity_aggregation), {"why": "no labels to choose on: the default"}
+    ensemble.entity_aggregation, ensemble.entity_aggregation_metrics = method, how
+    scorer.ensemble.entity_aggregation, scorer.ensemble.entity_aggregation_metrics = method, how
+    ensemble.save(out / ENSEMBLE_FILE)
+    log(f"  entity aggregation: {method} ({how['why']})")
+    metrics[ENTITY_AGGREGATION_KEY] = {"method": method, **how}
     cal_idx = choose_windows(ws, val, cfg.calibration_windows, cfg.seed)
     write_calibration(out / CALIBRATION_FILE, ws, cal_idx, models, scorer)
     st.done("ensemble + calibration", f"{ensemble.main.kind} stacker over {len(ensemble.main.inputs)} inputs, "
                                       f"{len(cal_idx)} calibration windows")
 
     # Metrics through the saved scorer: validation (what the stacker saw) and test (what nobody saw).
+    degenerate: list[dict[str, Any]] = []
     for name, idx in (("validation", val), ("test", split.test)):
         logits = val_logits if name == "validation" else {n: predict_logits(m, ws.encoded, idx)
                                                           for n, m in models.items()}
         sources, ranks = scorer_sources(scorer, logits, ws.features[idx])
         if name == "test":
             test_sources, test_ranks = sources, ranks
-        if labelled and y is not None and 0 < y[idx].sum() < len(idx):
+        if labelled and y is not None:
             unseen = split.unseen[idx] if name == "test" else None
             metrics[name] = {src: full_report(y[idx], s, ws.scenario[idx], unseen) for src, s in sources.items()}
-    if labelled and y is not None and "test" in metrics:
+            degenerate += degenerate_sources(sources, y[idx], cfg.ensemble.min_positives, name)
+    if labelled and y is not None:
         metrics["test_decisions"] = operating_point(test_ranks, y[split.test], ws.scenario[split.test])
+        metrics["test_entity"] = entity_report(ws.entity[split.test], y[split.test], ws.scenario[split.test],
+                                               test_sources, method, seed=cfg.seed)
+        metrics["warnings"] = low_negative_warning(y[split.test], "test window") + \
+            metrics["test_entity"]["warnings"]
+        for w in metrics["warnings"]:
+            log(f"  warning: {w}")
+    metrics["degenerate"] = degenerate
+    for d in degenerate:
+        log(f"  warning: degenerate {d['source']} on {d['where']}: {d['detail']}")
     st.done("scoring val + test", "")
 
     if BERT in models:
@@ -294,6 +334,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         "ensemble_components": scorer.components,
         "pretrained": pretrained_entry,
         "labels_used": labelled,
+        ENTITY_AGGREGATION_KEY: method,
         "sequence_config_hash": seq.config_hash(),
         "tokenizer_hash": tokenizer_hash(out / TOKENIZER_DIR),
         "feature_names": list(FEATURE_NAMES),
@@ -302,7 +343,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
                   "calibration": CALIBRATION_FILE},
         "train_config": cfg.model_dump(mode="json"),
         "split": metrics["split"],
-        "data": {"events": len(frame), "entities": len(np.unique(ws.entity)), "windows": len(ws)},
+        "data": {"events": len(frame), "entities": len(np.unique(ws.entity)), "windows": len(ws), **data_notes},
     }
     metrics["sizes_mb"] = {e["name"]: _size_mb(out / e["path"]) for e in entries}
     metrics["parameters"] = {n: int(sum(p.numel() for p in m.parameters())) for n, m in models.items()}

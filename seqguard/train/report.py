@@ -52,13 +52,16 @@ def _se(p: float | None, n: int) -> str:
 
 
 def write_report(out: Path, m: dict[str, Any], curves: dict[str, tuple[np.ndarray, np.ndarray]],
-                 components: list[str]) -> Path:
+                 components: list[str], level: str = "both") -> Path:
     plots = _plots(out, m, curves)
     lines: list[str] = []
     add = lines.append
     add(f"# seqguard evaluation — {m.get('checkpoint')}")
     add("")
-    if m["split"] == "test":
+    if m["split"] == "test" and (m.get("split_mode") or {}).get("mode") == "entity":
+        how = ("Test entities were kept out of training and validation entirely (entity split); baselines are fitted "
+               "on the training entities of the same data.")
+    elif m["split"] == "test":
         how = ("Test days come after every training and validation day; baselines are fitted on the training days of "
                "the same data.")
     else:
@@ -68,6 +71,14 @@ def write_report(out: Path, m: dict[str, Any], curves: dict[str, tuple[np.ndarra
         f"({100 * m['anomalous'] / max(m['windows'], 1):.2f} %). One window per entity-day; a window is anomalous "
         f"when any event in it is labelled anomalous. {how}")
     add("")
+    lines.extend(_setup(m))
+    if level in ("entity", "both") and "entity" in m:
+        lines.extend(_entity_section(m["entity"]))
+    if level == "entity":
+        lines.extend(_costs(m))
+        path = out / "report.md"
+        path.write_text("\n".join(lines) + "\n")
+        return path
     add("## Targets")
     add("")
     add("| target | value | bound | met |")
@@ -170,6 +181,77 @@ def write_report(out: Path, m: dict[str, Any], curves: dict[str, tuple[np.ndarra
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _setup(m: dict[str, Any]) -> list[str]:
+    """How the checkpoint was split and fitted, what it serves, and everything that is degenerate or thin."""
+    lines: list[str] = []
+    sm = m.get("split_mode") or {}
+    if sm:
+        lines += [f"Training split: **{sm.get('mode', 'time')}** — {sm.get('why', '')}", ""]
+    served = m.get("served_components", [])
+    lines.append(f"Models in the checkpoint: {', '.join(m.get('models', [])) or 'none'}; served by the ensemble: "
+                 f"{', '.join(served) or 'none (aggregate inputs only)'}"
+                 + (f"; not used by the ensemble (still reported below): {', '.join(m['unused_components'])}"
+                    if m.get("unused_components") else "") + ".")
+    for which in ("stacker_fit", "degraded_stacker_fit"):
+        fit = m.get(which) or {}
+        sel = fit.get("selection")
+        if sel:
+            cv = ", ".join(f"{k} {_f(v, 4)}" for k, v in sel.get("cv_pr_auc", {}).items())
+            lines.append(f"- {'main' if which == 'stacker_fit' else 'degraded'} stacker: **{sel['chosen']}** "
+                         f"({sel['why']}); fitted on {fit.get('fitted_on', 'validation')}; cross-validated "
+                         f"PR-AUC: {cv}")
+    oof = m.get("train_out_of_fold")
+    if oof:
+        per = ", ".join(f"fold {p['fold']}: {p['positives']} ({p['positive_entities']} entities)"
+                        for p in oof["per_fold"])
+        lines.append(f"- small data: the stacker and thresholds were fitted on {oof['fitted_on']}; anomalous "
+                     f"windows per fold: {per}")
+    lines.append("")
+    warn = list(m.get("warnings", []))
+    # From training, only what evaluation cannot see again: validation (its own test figures are computed here).
+    degen = list(m.get("degenerate", [])) + [d for d in m.get("train_degenerate", []) if d["where"] == "validation"]
+    if warn or degen:
+        lines += ["## Warnings", ""]
+        lines += [f"- {w}" for w in warn]
+        lines += [f"- degenerate: **{d['source']}** on {d['where']}: {d['detail']}" for d in degen]
+        lines.append("")
+    return lines
+
+
+def _ci(s: dict[str, Any], key: str) -> str:
+    ci = s.get(f"{key}_ci")
+    return _f(s.get(key)) + (f" [{_f(ci[0], 2)}, {_f(ci[1], 2)}]" if ci else "")
+
+
+def _entity_section(e: dict[str, Any]) -> list[str]:
+    lines = [f"## Entity level ({e['aggregation']} over each entity's windows)", "",
+             f"{e['entities']:,} entities, {e['anomalous']:,} anomalous, {e['normal']:,} normal. Aggregation: "
+             f"**{e['aggregation']}** — {e.get('why', '')}. An entity is anomalous when any of its windows is. "
+             f"Brackets: 95 % bootstrap intervals over entities ({e['bootstrap']} resamples).", ""]
+    for w in e.get("warnings", []):
+        lines += [f"> warning: {w}", ""]
+    lines += ["| score | ROC-AUC | PR-AUC | recall @ 1 % FPR | recall @ 5 % FPR |", "|---|---|---|---|---|"]
+    scores = e["scores"]
+    for name in _ordered(scores):
+        s = scores[name]
+        lines.append(f"| {LABELS.get(name, name)} | {_ci(s, 'roc_auc')} | {_ci(s, 'pr_auc')} | "
+                     f"{_ci(s, RECALL_KEY)} | {_ci(s, 'recall_at_0.05_fpr')} |")
+    lines.append("")
+    ens = scores.get("ensemble", next(iter(scores.values())) if scores else {})
+    if ens.get("per_scenario"):
+        lines += ["Per scenario (the scenario's entities against all normal entities): PR-AUC and recall @ 5 % FPR",
+                  "", "| scenario | n | score | PR-AUC | recall @ 1 % FPR | recall @ 5 % FPR |",
+                  "|---|---|---|---|---|---|"]
+        for sc in ens["per_scenario"]:
+            for name in _ordered(scores):
+                r = scores[name]["per_scenario"].get(sc)
+                if r:
+                    lines.append(f"| {sc} | {r['n_positive']} | {LABELS.get(name, name)} | {_ci(r, 'pr_auc')} | "
+                                 f"{_ci(r, RECALL_KEY)} | {_ci(r, 'recall_at_0.05_fpr')} |")
+        lines.append("")
+    return lines
 
 
 def _analysis(m: dict[str, Any], missed: list[dict[str, Any]]) -> list[str]:

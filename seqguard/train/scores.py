@@ -51,9 +51,9 @@ def scorer_sources(scorer: Scorer, logits: dict[str, np.ndarray] | None, feature
     out: dict[str, np.ndarray] = {ENSEMBLE: np.concatenate(scores) if scores else np.zeros(0)}
     if degraded:
         out[DEGRADED] = np.concatenate(degraded)
-    for name in scorer.components:
-        if logits is not None:
-            out[name] = logit_margin(logits[name])
+    # Every model given, served by the stacker or not: a component the ensemble does not use is still reported.
+    for name in logits or {}:
+        out[name] = logit_margin(logits[name])
     if scorer.ensemble.tabular is not None:
         out[TABULAR] = scorer.ensemble.tabular.decision_function(feats)
     out[UNSUPERVISED] = scorer.detector.score_samples(feats)
@@ -69,8 +69,10 @@ def fit_baselines(train_x: np.ndarray, train_y: np.ndarray | None, seed: int) ->
         ISOLATION_FOREST: IsolationForest(n_estimators=200, random_state=seed, n_jobs=1).fit(train_x)
     }
     if train_y is not None and 0 < int(train_y.sum()) < len(train_y):
-        out[GRADIENT_BOOSTING] = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1,
-                                                                random_state=seed).fit(train_x, train_y)
+        # The same small-data leaf size as the ensemble's trees (seqguard.scoring.tabular), so neither is a constant.
+        out[GRADIENT_BOOSTING] = HistGradientBoostingClassifier(
+            max_iter=300, learning_rate=0.1, random_state=seed, min_samples_leaf=max(1, min(20, len(train_y) // 20)),
+        ).fit(train_x, train_y)
     return out
 
 

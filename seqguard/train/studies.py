@@ -94,7 +94,8 @@ def held_out_scenarios(ws: WindowSet, split: Split, cfg: TrainConfig, encoder_st
     feats_val = ws.features[val]
     ens = Ensemble.fit(list(models), rules.ids, {n: logit_margin(v) for n, v in val_logits.items()},
                        detector.score_samples(feats_val), rules.hits(feats_val), y[val], cfg.ensemble.review_fpr,
-                       cfg.ensemble.block_fpr, cfg.ensemble.c, cfg.seed, tabular, feats_val)
+                       cfg.ensemble.block_fpr, cfg.ensemble.c, cfg.seed, tabular, feats_val,
+                       select_best=cfg.ensemble.select_best)
     scorer = Scorer(ens, rules, detector)
     test = split.test
     logits = {n: predict_logits(m, ws.encoded, test) for n, m in models.items()}
