@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 
 from seqguard.events import Event
 from service.engine import RequestError, Window
+from service.fairness import LargeRequestLane
 from service.http import GatewayMiddleware, request_id_var
 from service.observability import Metrics, setup_logging
 from service.runtime import build_engine
@@ -100,4 +101,5 @@ class Seqguard:
 
 
 Seqguard.add_asgi_middleware(GatewayMiddleware, max_body_bytes=SETTINGS.max_body_bytes, api_keys=SETTINGS.api_keys)
+Seqguard.add_asgi_middleware(LargeRequestLane, large_bytes=SETTINGS.large_request_bytes)
 
