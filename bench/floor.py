@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,32 +50,32 @@ def _pinning() -> tuple[list[str], list[str], str]:
 
 
 @contextmanager
-def _server(target: str, env: dict[str, str], log_dir: Path, prefix: list[str], profile: Path | None = None):
+def _server(target: str, env: dict[str, str], log_dir: Path, prefix: list[str]):
+    """A pinned `bentoml serve` of `target`; yields (base URL, pid of the serve process)."""
     from tests.support import ServerProcess, free_port, http_ok
 
     port = free_port()
     bentoml = str(Path(sys.executable).parent / "bentoml")
     cmd = [*prefix, bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    if profile is not None:
-        spy = str(Path(sys.executable).parent / "py-spy")
-        fmt = ["--format", "raw"] if profile.suffix == ".txt" else []
-        cmd = [spy, "record", "--subprocesses", "--nonblocking", "--rate", "200", *fmt, "-o", str(profile), "--", *cmd]
     full_env = {"BENTOML_HOME": str(log_dir / "bentoml_home"), "BENTOML_DO_NOT_TRACK": "true",
                 "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env}
     server = ServerProcess(cmd, log_dir / f"{target.split(':')[-1]}-{port}.log", env=full_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_ready(lambda: http_ok(url + "/readyz"), timeout=120)
-        yield url
+        yield url, server.pid
     finally:
-        if profile is not None:
-            # SIGINT to py-spy's group: it stops the server and writes the flame graph.
-            import signal
-
-            os.killpg(server.pid, signal.SIGINT)
-            with suppress(subprocess.TimeoutExpired):
-                server.proc.wait(timeout=60)
         server.stop()
+
+
+def _spy(client: list[str], pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    """py-spy on the serving processes (the worker is a child of `bentoml serve`), started once the service is
+    ready so start-up does not fill the graph; it runs on the client's core. `.txt` gives collapsed stacks."""
+    spy = str(Path(sys.executable).parent / "py-spy")
+    fmt = ["--format", "raw"] if out.suffix == ".txt" else []
+    return subprocess.Popen([*client, spy, "record", "--pid", str(pid), "--subprocesses", "--rate", "250",
+                             "--duration", str(int(seconds)), *fmt, "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _load(client: list[str], url: str, kind: str, concurrency: int, seconds: float, **extra: Any) -> subprocess.Popen:
@@ -102,6 +102,26 @@ def _measure(client: list[str], url: str, kind: str, concurrency: int, seconds: 
     return r
 
 
+def top_frames(collapsed: Path, n: int = 25) -> list[dict[str, Any]]:
+    """The functions that hold the most samples in py-spy's collapsed stacks (inclusive share; idle excluded by
+    py-spy), so the JSON says in words what the flame graph shows."""
+    import re
+    from collections import Counter
+
+    if not collapsed.is_file():
+        return []
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        for frame in {re.sub(r":\d+\)$", ")", f) for f in stack.split(";")[1:]}:
+            inclusive[frame] += int(count)
+    return [{"frame": f, "share": round(c / total, 4)} for f, c in inclusive.most_common(n)] if total else []
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -124,11 +144,11 @@ def run(repo: Path, work: Path, seconds: float = 6.0, probe_seconds: float = 12.
     cpu0 = cpu_snapshot()
     res: dict[str, Any] = {"pinning": pinning, "repo": str(repo), "seconds": seconds,
                            "load_average_start": load_average()}
-    with _server("bench.trivial_service:Trivial", {}, work, server) as url:
+    with _server("bench.trivial_service:Trivial", {}, work, server) as (url, _):
         res["trivial_events_c1"] = _measure(client, url, "events", 1, seconds)
         res["trivial_events_c8"] = _measure(client, url, "events", 8, seconds)
     env = {"SEQGUARD_REPO": str(repo.resolve()), "SEQGUARD_INTRA_OP_THREADS": "1"}
-    with _server("service.service:Seqguard", env, work, server) as url:
+    with _server("service.service:Seqguard", env, work, server) as (url, _):
         res["events_c1"] = _measure(client, url, "events", 1, seconds)
         res["events_c8"] = _measure(client, url, "events", 8, seconds)
         res["score_c1"] = _measure(client, url, "score", 1, seconds)
@@ -146,11 +166,16 @@ def run(repo: Path, work: Path, seconds: float = 6.0, probe_seconds: float = 12.
             f"errors {res['fairness_large']['errors'] or 0}")
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
-        for kind in ("events", "score"):
-            svg = profile_dir / f"profile_{kind}.svg"
-            log(f"   py-spy: {kind} at concurrency 8 -> {svg}")
-            with _server("service.service:Seqguard", env, work, server, profile=svg) as url:
-                res[f"profiled_{kind}_c8"] = _measure(client, url, kind, 8, seconds)
+        with _server("service.service:Seqguard", env, work, server) as (url, pid):
+            for kind in ("events", "score"):
+                for out in (profile_dir / f"flame_{kind}.svg", work / f"flame_{kind}.txt"):
+                    log(f"   py-spy on the service, {kind} at concurrency 8 -> {out}")
+                    spy = _spy(client, pid, seconds + 1, out)
+                    res[f"profiled_{kind}_c8"] = _measure(client, url, kind, 8, seconds)
+                    _, err = spy.communicate(timeout=120)
+                    if spy.returncode != 0:
+                        log(f"   py-spy failed ({spy.returncode}): {err[-300:]}")
+                res[f"profile_{kind}_top"] = top_frames(work / f"flame_{kind}.txt")
     res["others_cpu_share"] = others_share(cpu0, cpu_snapshot())
     res["load_average_end"] = load_average()
     ratios = {
@@ -176,6 +201,15 @@ def table(res: dict[str, Any]) -> str:
         rows.append((label, f"{c1['rps']:.0f}", f"{c1['p50_ms']:.2f}", f"{c8['rps']:.0f}", f"{c8['p99_ms']:.1f}"))
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|" + "---|" * len(rows[0]))
+    probe, large = res["fairness_probe"], res["fairness_large"]
+
+    def ms(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    lines.append("")
+    lines.append(f"Fairness probe: one-event `/events` p50 {ms(probe['p50_ms'])} ms, p99 {ms(probe['p99_ms'])} ms "
+                 f"({probe['requests']} requests) while 4 x (1,000 entities x 5 events) `/score` ran in a loop "
+                 f"({large['requests']} answered, p50 {ms(large['p50_ms'])} ms, errors {large['errors'] or 'none'}).")
     lines.append("")
     lines.append("| ratio | value | target | |")
     lines.append("|---|---|---|---|")
