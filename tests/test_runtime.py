@@ -36,3 +36,63 @@ def test_isa_warning_for_older_manifests_and_other_precisions() -> None:
     assert "re-export" in (isa_warning(manifest("avx512_vnni"), "avx2") or "")
     assert isa_warning(manifest("avx512_vnni"), "avx512_vnni") is None
     assert isa_warning(manifest(None, precision="fp32"), "avx2") is None
+
+
+def test_overload_is_429_with_retry_after_or_degraded_overloaded(tiny_repo) -> None:
+    """A full queue answers 429 with Retry-After; a request that waited past its deadline is answered degraded
+    with reason `overloaded` (fail_open) or 429 (fail_closed); neither is reported as a backend outage."""
+    import asyncio
+    import time
+
+    import numpy as np
+
+    from seqguard.events import Event
+    from service.engine import RequestError
+    from service.runtime import build_engine
+    from service.settings import ServiceSettings
+
+    class SlowBackend:
+        name = "slow"
+
+        def __init__(self, components: list[str]) -> None:
+            self.components = components
+
+        async def infer(self, batch):
+            await asyncio.sleep(0.3)
+            return {c: np.zeros((len(batch["input_ids"]), 2), np.float32) for c in self.components}
+
+        async def ready(self) -> bool:
+            return True
+
+        async def close(self) -> None:
+            pass
+
+    def events(user: str, n: int = 2) -> list[Event]:
+        now = time.time() - 60
+        return [Event.model_validate({"user_id": user, "ts": now + i, "event_type": "view"}) for i in range(n)]
+
+    async def scenario(policy: str):
+        engine = build_engine(ServiceSettings(repo=tiny_repo, max_queue=3, request_timeout_ms=100,
+                                              failure_policy=policy))
+        engine.backend = SlowBackend(engine.scorer.components)
+        first = asyncio.ensure_future(engine.score(engine.windows_from_events(events("a"))))  # in flight
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(engine.score(engine.windows_from_events(events("b") + events("c"))))
+        await asyncio.sleep(0.01)  # two windows waiting: the queue (3) has room for one more, not two
+        try:
+            await engine.score(engine.windows_from_events(events("d") + events("e")))
+            full = None
+        except RequestError as e:
+            full = e
+        got = await asyncio.gather(first, second, return_exceptions=True)
+        await engine.close()
+        return full, got
+
+    full, (first, second) = asyncio.run(scenario("fail_open"))
+    assert full is not None and full.status == 429 and "overloaded" in full.message
+    assert int(full.headers["Retry-After"]) >= 1
+    for answer in (first, second):
+        assert all(r["degraded"] and r["degraded_reasons"] == ["overloaded"] for r in answer)
+    full, (first, second) = asyncio.run(scenario("fail_closed"))
+    assert full.status == 429
+    assert isinstance(second, RequestError) and second.status == 429 and "Retry-After" in second.headers
