@@ -179,6 +179,14 @@ class Event(BaseModel):
     coupon_code: OptIdStr = None
     text: str | None = Field(default=None, max_length=TEXT_MAX_CHARS, description="search query or review text")
 
+    @field_validator("price", "quantity", mode="before")
+    @classmethod
+    def _not_bool(cls, v: Any) -> Any:
+        # pydantic's lax mode would read true as 1: a boolean price or quantity is a producer bug, not a number.
+        if isinstance(v, bool):
+            raise ValueError("must be a number, not a boolean")
+        return v
+
     @field_validator("ts", mode="before")
     @classmethod
     def _ts(cls, v: Any) -> datetime:

@@ -22,7 +22,7 @@ from seqguard.sequences import EntityState, append_events, state_columns
 from service.backends import Backend, BackendRejected, BackendUnavailable
 from service.batcher import MicroBatcher, QueueFull
 from service.settings import ServiceSettings
-from service.state import MemoryStateStore, StateStore, StateStoreError
+from service.state import MemoryStateStore, StateStore, StateStoreError, StateStoreJournaled
 
 log = logging.getLogger("seqguard.engine")
 
@@ -174,8 +174,11 @@ class ScoringEngine:
                 if self.metrics:
                     self.metrics.state_errors.inc()
                 # Score what this request carries rather than failing: the answer says it is partial.
+                # "events_journaled": the events are kept locally and will reach the store (service/state.py).
+                reasons = ["state_store_unavailable", *(["events_journaled"] if isinstance(err, StateStoreJournaled)
+                                                        else [])]
                 for w in self.windows_from_events(evs):
-                    w.degraded_reasons.append("state_store_unavailable")
+                    w.degraded_reasons.extend(reasons)
                     windows.append(w)
                 continue
             windows.append(Window(entity, encode_window(state_columns(state), self.cfg), len(state.records)))

@@ -35,6 +35,23 @@ class Metrics:
         self.backend_ready = Gauge(
             "seqguard_backend_ready", "1 when the model backend is ready", multiprocess_mode="max"
         )
+        self.state_bytes = Gauge(
+            "seqguard_state_bytes", "state store size: estimated for memory, used_memory for Redis",
+            multiprocess_mode="livesum",
+        )
+        self.state_entities = Gauge(
+            "seqguard_state_entities", "entities in the state store", multiprocess_mode="livesum"
+        )
+        self.journal_bytes = Gauge(
+            "seqguard_state_journal_bytes", "events waiting in the local journal for the state store to return",
+            multiprocess_mode="livesum",
+        )
+
+    def observe_state(self, stats: dict[str, int]) -> None:
+        if stats.get("bytes", -1) >= 0:
+            self.state_bytes.set(stats["bytes"])
+            self.state_entities.set(stats["entities"])
+        self.journal_bytes.set(stats.get("journal_bytes", 0))
 
 
 def hash_id(value: Any, salt: str) -> str | None:
@@ -59,7 +76,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, separators=(",", ":"))
 
 
+def _is_client_error(exc: BaseException | None) -> bool:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return True
+    code = getattr(getattr(exc, "error_code", None), "value", None) or getattr(exc, "status_code", None)
+    return isinstance(code, int) and 400 <= code < 500
+
+
+class ClientErrorFilter(logging.Filter):
+    """Drops BentoML's 'Exception on /route' records for client errors: their traceback quotes the offending input
+    (identifiers included) and costs kilobytes per bad request. The gateway logs one line per rejection instead
+    (service/http.py). Server errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_client_error(record.exc_info[1]))
+
+
+def quiet_client_errors() -> None:
+    for name in ("bentoml._internal.server.http_app", "bentoml.serve", "bentoml"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ClientErrorFilter) for f in logger.filters):
+            logger.addFilter(ClientErrorFilter())
+
+
 def setup_logging(level: int = logging.INFO) -> logging.Logger:
+    quiet_client_errors()
     logger = logging.getLogger("seqguard")
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)

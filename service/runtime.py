@@ -18,7 +18,7 @@ from seqguard.scoring.scorer import Scorer
 from service.backends import Backend, CircuitBreaker, EmbeddedBackend, LocalTritonBackend, TritonBackend
 from service.engine import ScoringEngine
 from service.settings import ServiceSettings
-from service.state import MemoryStateStore, RedisStateStore, StateStore
+from service.state import Journal, JournaledStore, MemoryStateStore, RedisStateStore, StateStore
 
 log = logging.getLogger("seqguard.runtime")
 
@@ -69,8 +69,11 @@ def build_backend(settings: ServiceSettings, manifest: Any) -> Backend:
 def build_store(settings: ServiceSettings, cfg: SequenceConfig) -> StateStore:
     if settings.state == "redis":
         assert settings.redis_url is not None
-        return RedisStateStore(settings.redis_url, cfg, ttl_seconds=settings.state_ttl_s)
-    return MemoryStateStore(cfg, max_entities=settings.state_max_entities, ttl_seconds=settings.state_ttl_s)
+        redis_store = RedisStateStore(settings.redis_url, cfg, ttl_seconds=settings.state_ttl_s)
+        return JournaledStore(redis_store, Journal(settings.journal_dir, settings.journal_max_bytes),
+                              policy=settings.state_failure_policy)
+    return MemoryStateStore(cfg, max_entities=settings.state_max_entities, ttl_seconds=settings.state_ttl_s,
+                            max_bytes=settings.state_max_bytes)
 
 
 def build_engine(settings: ServiceSettings, metrics: Any = None) -> ScoringEngine:

@@ -9,33 +9,45 @@ ONNX Runtime by default, or Triton over gRPC). Configuration comes from SEQGUARD
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Annotated
+import signal
+import sys
+from typing import Annotated, Any
 
 import bentoml
 from pydantic import Field
 from starlette.responses import JSONResponse
 
 from seqguard.events import Event
+from service.check import PreflightError, preflight
 from service.engine import RequestError, Window
 from service.fairness import LargeRequestLane
-from service.http import GatewayMiddleware, request_id_var
+from service.http import Drain, GatewayMiddleware, request_id_var
 from service.observability import Metrics, setup_logging
 from service.runtime import build_engine
 from service.schemas import EXAMPLE_EVENTS, PrebuiltSequence, ScoreResponse
-from service.settings import ServiceSettings
+from service.settings import ServiceSettings, SettingsError
+from service.state import StateStoreRefused
 
-SETTINGS = ServiceSettings.from_env()
 log = setup_logging()
+try:
+    SETTINGS = ServiceSettings.from_env()
+except SettingsError as _e:
+    # Imported first by `bentoml serve`'s main process: a bad setting stops it here, named, before any worker.
+    print(f"seqguard service: {_e}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 EventList = Annotated[list[Event], Field(description="raw events, any entities, any order", examples=[EXAMPLE_EVENTS])]
 
 
-def _error(e: RequestError) -> JSONResponse:
+def _error(e: RequestError, retry_after_s: int = 1) -> JSONResponse:
+    # The engine's own Retry-After (from its queue) when it gave one; else the default for 429 / 503.
+    headers = e.headers or ({"Retry-After": str(retry_after_s)} if e.status in (429, 503) else None)
     return JSONResponse(
         {"error": e.message, "details": e.details, "request_id": request_id_var.get()},
         status_code=e.status,
-        headers=e.headers or None,
+        headers=headers,
     )
 
 
@@ -51,6 +63,48 @@ class Seqguard:
         self.engine = build_engine(SETTINGS, self.metrics)
         log.info("seqguard ready to load", extra={"fields": {"backend": SETTINGS.backend, "state": SETTINGS.state,
                                                              "model_version": self.engine.model_version}})
+
+    @bentoml.on_deployment
+    def check() -> None:
+        """Runs once in `bentoml serve`'s main process before any worker: a repository failing its manifest check (or
+        a state store that would lose acknowledged events, under the require policy) stops the server here, with
+        exit code 2 and the file named, instead of a worker crashing and being restarted in a loop."""
+        try:
+            log.info("seqguard pre-flight: %s", preflight(SETTINGS))
+        except PreflightError as e:
+            print(f"seqguard service: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    @bentoml.on_startup
+    async def _drain_on_sigterm(self) -> None:
+        """Chain in front of uvicorn's SIGTERM handler: first answer every request 503 + `Connection: close` for
+        drain_s (clients on kept-alive connections get an answer instead of a closed socket), then let uvicorn finish
+        the requests in flight and exit."""
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+
+        def on_term(signum: int, frame: Any) -> None:
+            if Drain.active:
+                return
+            Drain.active = True
+            log.warning("SIGTERM: draining for %.1f s (new requests get 503)", SETTINGS.drain_s)
+            loop.call_later(SETTINGS.drain_s, previous, signum, frame)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    @bentoml.on_startup
+    async def _watch_state(self) -> None:
+        """State gauges, refreshed every second (they move without requests too: TTL, the journal replayed in the
+        background). In a thread: reading Redis's size must not block the event loop while Redis is down."""
+
+        async def refresh() -> None:
+            while True:
+                self.metrics.observe_state(await asyncio.to_thread(self.engine.store.stats))
+                await asyncio.sleep(1.0)
+
+        self._state_watch = asyncio.get_running_loop().create_task(refresh())
 
     async def __is_ready__(self) -> bool:
         ready = await self.engine.ready()
@@ -83,7 +137,12 @@ class Seqguard:
             self.engine.check_events(events)
         except RequestError as e:
             return _error(e)  # type: ignore[return-value]
-        windows = await self.engine.windows_from_state(events)
+        try:
+            windows = await self.engine.windows_from_state(events)
+        except StateStoreRefused as e:
+            # The events were not kept: say so, so the client retries them (appends are idempotent by event_id).
+            self.metrics.requests.labels(route="/events", status="503").inc()
+            return _error(RequestError(503, str(e)), e.retry_after_s)  # type: ignore[return-value]
         return await self._answer("/events", windows)  # type: ignore[return-value]
 
     @bentoml.api(route="/score_sequences")
@@ -100,6 +159,12 @@ class Seqguard:
         await self.engine.close()
 
 
-Seqguard.add_asgi_middleware(GatewayMiddleware, max_body_bytes=SETTINGS.max_body_bytes, api_keys=SETTINGS.api_keys)
+Seqguard.add_asgi_middleware(
+    GatewayMiddleware,
+    max_body_bytes=SETTINGS.max_body_bytes,
+    api_keys=SETTINGS.api_keys,
+    spec_limits={"max_events": SETTINGS.max_events_per_request, "max_entities": SETTINGS.max_entities_per_request,
+                 "max_age_days": SETTINGS.max_event_age_days},
+)
 Seqguard.add_asgi_middleware(LargeRequestLane, large_bytes=SETTINGS.large_request_bytes)
 

@@ -31,6 +31,20 @@ class ServiceSettings(BaseModel):
     redis_url: str | None = None
     state_ttl_s: float = Field(86_400.0, gt=0)
     state_max_entities: int = Field(100_000, ge=1)
+    state_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=64 * 1024, description="memory store: bound on the estimated size of all windows"
+    )
+    state_failure_policy: Literal["journal", "refuse"] = Field(
+        "journal",
+        description="state store down: journal /events durably on local disk and replay later (200, degraded), or "
+        "refuse with 503 + Retry-After",
+    )
+    journal_dir: Path = Field(Path("/tmp/seqguard-journal"), description="where the local append-only journal lives")
+    journal_max_bytes: int = Field(64 * 1024 * 1024, ge=4096, description="beyond this the journal refuses (503)")
+    redis_persistence: Literal["require", "warn"] = Field(
+        "require", description="Redis without appendonly: refuse to start, or start with a loud warning"
+    )
+    drain_s: float = Field(3.0, ge=0, le=60, description="after SIGTERM: answer 503 + Connection: close this long")
     max_events_per_request: int = Field(5_000, ge=1, le=1_000_000)
     max_entities_per_request: int = Field(1_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)

