@@ -175,6 +175,9 @@ class MicroBatcher:
                 if not self._jobs:
                     continue
             await self._execute(self._next_call())
+            # A backend that answers without suspending (the embedded one runs small calls inline) would otherwise
+            # keep the loop through every queued call: yield, so requests arriving meanwhile join the next call.
+            await asyncio.sleep(0)
 
     async def _execute(self, rows: list[tuple[_Job, int]]) -> None:
         live = [(j, i) for j, i in rows if not j.future.done()]  # callers that gave up no longer wait

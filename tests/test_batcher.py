@@ -205,3 +205,25 @@ def test_triton_retries_only_transient_errors(code, attempts, failures, rejected
     with pytest.raises(BackendUnavailable):
         asyncio.run(backend.infer(batch))
     assert backend.breaker.allow() is rejected
+
+
+def test_a_backend_that_never_suspends_still_lets_others_in():
+    """The embedded backend runs small calls inline (its coroutine never suspends): the batcher still yields
+    between calls, so a request arriving while a large one is worked through joins the next call."""
+    calls = []
+
+    async def infer(batch):  # no await inside: like EmbeddedBackend.infer for a small call
+        calls.append(batch["attention_mask"].sum(1).tolist())
+        return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=4)
+        big = asyncio.ensure_future(b.submit([enc(5)] * 40))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the worker has made its first call
+        await asyncio.gather(b.submit([enc(1)]), big)
+        await b.close()
+
+    asyncio.run(main())
+    small_call = next(i for i, c in enumerate(calls) if 1 in c)
+    assert small_call <= 2 and len(calls) >= 10
