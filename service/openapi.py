@@ -45,6 +45,26 @@ API_ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
             "refuse policy", RETRY_AFTER),
 }
 API_PATHS = ("/score", "/events", "/score_sequences")
+FEEDBACK_PATH = "/feedback"
+FEEDBACK_ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "404": ("feedback is switched off on this service (SEQGUARD_FEEDBACK_PATH not set)", {}),
+    "409": ("feedback_id already stored with a different content", {}),
+    "422": ("refused: a field invalid, neither entity_id nor request_id, a label that contradicts the outcome, or a "
+            "ts in the future (field and reason in details)", {}),
+}
+# The record of seqguard.feedback.Feedback, as documentation (the service validates it itself).
+FEEDBACK_FIELDS: dict[str, dict[str, Any]] = {
+    "outcome": {"type": "string", "enum": ["chargeback", "confirmed_fraud", "false_positive", "reviewed_ok"]},
+    "source": {"type": "string", "minLength": 1, "maxLength": 64, "description": "who reported it"},
+    "ts": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+           "description": "when the outcome became known (ISO 8601 or epoch seconds); not in the future"},
+    "entity_id": {"type": "string", "minLength": 1, "maxLength": 256, "description": "entity_id or request_id"},
+    "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$",
+                   "description": "a request that scored exactly one entity"},
+    "label": {"anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}],
+              "description": "true = fraud; must agree with outcome"},
+    "feedback_id": {"type": "string", "pattern": "^[A-Za-z0-9._:@/-]{1,128}$", "description": "idempotency key"},
+}
 # Characters Python's str.strip() removes (an identifier made only of these is empty once stripped), spelled out so the
 # class means the same in ECMA and Python regular expressions.
 _BLANKS = r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -81,8 +101,9 @@ def document_spec(spec: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any
             responses = op["responses"]
             for status in ("400", "404", "500"):
                 responses.pop(status, None)
-            if path in API_PATHS:
-                for status, (description, headers) in API_ERRORS.items():
+            if path in API_PATHS or path == FEEDBACK_PATH:
+                errors = {**API_ERRORS, **FEEDBACK_ERRORS} if path == FEEDBACK_PATH else API_ERRORS
+                for status, (description, headers) in errors.items():
                     responses[status] = {
                         "description": description,
                         "headers": {**request_id, **copy.deepcopy(headers)},
@@ -94,11 +115,26 @@ def document_spec(spec: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any
                 op["requestBody"]["required"] = True  # an empty body is a 400, not a valid request
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
             _constrain_input(body, limits)
+            _document_feedback(body)
     for name, schema in schemas.items():
         if name.endswith("__Input"):
             _constrain_input(schema, limits)
+        _document_feedback(schema)
     _constrain_models(schemas, limits)
     return spec
+
+
+def _document_feedback(schema: dict[str, Any]) -> None:
+    props = schema.get("properties", {})
+    required = ["outcome", "source", "ts"]
+    if set(props) == set(FEEDBACK_FIELDS):
+        for field, doc in FEEDBACK_FIELDS.items():
+            doc = copy.deepcopy(doc)
+            description = doc.pop("description", field)
+            if field not in required:  # optional: null means absent
+                doc = {"anyOf": [*doc.pop("anyOf", [doc]), {"type": "null"}]}
+            props[field] = {**doc, "description": description}
+        schema["required"] = required
 
 
 def _constrain_input(schema: dict[str, Any], limits: dict[str, Any]) -> None:

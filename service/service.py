@@ -24,9 +24,11 @@ from service.check import PreflightError, preflight
 from service.engine import RequestError, Window
 from service.fairness import LargeRequestLane
 from service.http import Drain, GatewayMiddleware, request_id_var
+from service.loop import ServiceLoop
 from service.observability import Metrics, setup_logging
 from service.runtime import build_engine
 from service.schemas import EXAMPLE_EVENTS, PrebuiltSequence, ScoreResponse
+from service.score_log import LoopMetrics
 from service.settings import ServiceSettings, SettingsError
 from service.state import StateStoreRefused
 
@@ -38,6 +40,9 @@ except SettingsError as _e:
     print(f"seqguard service: {_e}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 
+# /feedback's fields reach seqguard.feedback.Feedback untouched, so its errors (422, field and reason) are the ones
+# `seqguard feedback import` reports too; the OpenAPI document describes them (service.openapi.FEEDBACK_FIELDS).
+FeedbackField = Annotated[Any, Field(description="see the /feedback operation")]
 EventList = Annotated[list[Event], Field(description="raw events, any entities, any order", examples=[EXAMPLE_EVENTS])]
 
 
@@ -61,6 +66,7 @@ class Seqguard:
     def __init__(self) -> None:
         self.metrics = Metrics()
         self.engine = build_engine(SETTINGS, self.metrics)
+        self.loop = ServiceLoop.build(SETTINGS, self.engine, LoopMetrics())
         log.info("seqguard ready to load", extra={"fields": {"backend": SETTINGS.backend, "state": SETTINGS.state,
                                                              "model_version": self.engine.model_version}})
 
@@ -118,6 +124,7 @@ class Seqguard:
             self.metrics.requests.labels(route=route, status=str(e.status)).inc()
             return _error(e)
         self.metrics.requests.labels(route=route, status="200").inc()
+        self.loop.after_score(route, request_id_var.get(), windows, results)
         return ScoreResponse.model_validate({"request_id": request_id_var.get(), "results": results})
 
     @bentoml.api(route="/score")
@@ -154,8 +161,29 @@ class Seqguard:
             return _error(e)  # type: ignore[return-value]
         return await self._answer("/score_sequences", windows)  # type: ignore[return-value]
 
+    @bentoml.api(route="/feedback")
+    async def feedback(self, outcome: FeedbackField = None, source: FeedbackField = None, ts: FeedbackField = None,
+                       entity_id: FeedbackField = None, request_id: FeedbackField = None,
+                       label: FeedbackField = None, feedback_id: FeedbackField = None) -> dict[str, Any]:
+        """Record an outcome (chargeback | confirmed_fraud | false_positive | reviewed_ok) for an entity, or for the
+        single entity a request scored. Idempotent by feedback_id (derived from the content when absent)."""
+        from seqguard.feedback import FeedbackError
+
+        body = {k: v for k, v in {"outcome": outcome, "source": source, "ts": ts, "entity_id": entity_id,
+                                  "request_id": request_id, "label": label, "feedback_id": feedback_id}.items()
+                if v is not None}
+        try:
+            res = await self.loop.add_feedback(body)
+        except FeedbackError as e:
+            self.metrics.requests.labels(route="/feedback", status=str(e.status)).inc()
+            return _error(RequestError(e.status, str(e), e.details))  # type: ignore[return-value]
+        self.metrics.requests.labels(route="/feedback", status="200").inc()
+        return {"feedback_id": res.feedback_id, "stored": res.stored, "duplicate": not res.stored,
+                "request_id": request_id_var.get()}
+
     @bentoml.on_shutdown
     async def shutdown(self) -> None:
+        await self.loop.close()
         await self.engine.close()
 
 

@@ -65,11 +65,28 @@ class ServiceSettings(BaseModel):
     max_future_skew_s: float = Field(300.0, ge=0, description="events further in the future are rejected")
     max_event_age_days: float = Field(3650.0, gt=0, description="older events are rejected")
     log_salt: str = Field("seqguard", description="salt for the hashes that replace identifiers in logs")
+    # The feedback loop (service/loop.py): score log, drift gauges, outcomes, shadow challenger.
+    score_log_path: str | None = Field(None, description="folder or s3://bucket/prefix for the Parquet score log; "
+                                                         "empty = no score log")
+    score_log_sample_rate: float = Field(1.0, ge=0, le=1, description="share of scored windows written to the log")
+    score_log_flush_rows: int = Field(5000, ge=1, description="rows per Parquet file")
+    score_log_flush_s: float = Field(10.0, gt=0, le=3600, description="write a file at least this often")
+    score_log_max_files: int = Field(1000, ge=1, description="keep the newest N files; older ones are deleted")
+    score_log_queue: int = Field(10_000, ge=1, description="results waiting for the writer; beyond, dropped+counted")
+    drift_window: int = Field(5000, ge=10, description="windows in the sliding window of the PSI gauges")
+    drift_min_rows: int = Field(500, ge=1, description="no PSI gauge before this many windows")
+    drift_every: int = Field(200, ge=1, description="recompute the PSI gauges every N windows")
+    feedback_path: Path | None = Field(None, description="SQLite file of POST /feedback; empty = endpoint off")
+    shadow_repo: Path | None = Field(None, description="challenger repository scored in shadow (logged, never "
+                                                       "served)")
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
         if self.state == "redis" and not self.redis_url:
             raise ValueError("redis_url: required when state is redis (SEQGUARD_REDIS_URL)")
+        if self.shadow_repo is not None and not self.score_log_path:
+            raise ValueError("shadow_repo: needs score_log_path (SEQGUARD_SCORE_LOG_PATH): shadow scores are only "
+                             "logged")
         return self
 
     @classmethod

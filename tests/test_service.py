@@ -71,7 +71,8 @@ def shopper(user: str, start: float = NOW - 7200) -> list[dict[str, Any]]:
 def service_process(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     log_dir = tmp_path_factory.mktemp("svc")
     env = {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_MAX_BODY_BYTES": "200000",
-           "SEQGUARD_MAX_EVENTS_PER_REQUEST": "500"}
+           "SEQGUARD_MAX_EVENTS_PER_REQUEST": "500",
+           "SEQGUARD_FEEDBACK_PATH": str(log_dir / "feedback.sqlite")}  # /feedback on: the contract test covers it
     server, url = start_service(log_dir, env)
     yield server, url
     server.stop()
@@ -448,7 +449,7 @@ def test_api_contract_schemathesis_all_checks(service: str, tmp_path: Path) -> N
     summary = out.stdout[-3000:]
     failures = out.stdout[out.stdout.find("FAILURES"):][:4000]
     assert out.returncode == 0, failures  # any 5xx, schema violation or undocumented status fails here
-    assert "Selected: 7/7" in summary and "Tested: 7" in summary, summary
+    assert "Selected: 8/8" in summary and "Tested: 8" in summary, summary  # 7 + /feedback (issue 17)
     import re
 
     generated = re.search(r"(\d+) generated", summary)

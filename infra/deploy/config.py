@@ -177,6 +177,10 @@ class AlarmsConfig(_Strict):
     evaluation_periods: int = Field(3, ge=1)
     datapoints_to_alarm: int | None = Field(None, ge=1)
     actions: list[str] = Field(default_factory=list, description="SNS topic ARNs notified on ALARM")
+    drift_psi: float | None = Field(None, gt=0, description="alarm when the published max feature PSI or score PSI "
+                                                            "exceeds this (0.25: a shift worth acting on); none = off")
+    drift_period_seconds: int = Field(3600, ge=60, le=86400, description="period of the drift alarms (the drift "
+                                                                          "job's cadence)")
 
     @field_validator("period_seconds")
     @classmethod

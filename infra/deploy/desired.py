@@ -245,6 +245,8 @@ def _alarms(config: DeployConfig, names: ResourceNames) -> tuple[list[AlarmSpec]
         _error_rate_alarm(names, dims, a.period_seconds, a.error_5xx_rate_percent, common, window),
     ]
     notes: list[str] = []
+    if a.drift_psi is not None:
+        specs += _drift_alarms(names, a.drift_psi, a.drift_period_seconds, common)
     v = config.variant
     if isinstance(v, RealtimeVariant):
         if v.is_gpu and a.gpu_utilization_percent is not None:
@@ -274,6 +276,36 @@ def _alarms(config: DeployConfig, names: ResourceNames) -> tuple[list[AlarmSpec]
     elif a.cpu_utilization_percent is not None or a.gpu_utilization_percent is not None:
         notes.append("alarms.cpu/gpu_utilization_percent are ignored: serverless endpoints do not report them")
     return specs, notes
+
+
+def _drift_alarms(names: ResourceNames, threshold: float, period: int, common: dict[str, Any]) -> list[AlarmSpec]:
+    from infra.deploy.loop import (
+        DRIFT_NAMESPACE,
+        FEATURE_PSI_ALARM,
+        FEATURE_PSI_METRIC,
+        SCORE_PSI_ALARM,
+        SCORE_PSI_METRIC,
+    )
+
+    specs = []
+    for suffix, metric, what in ((FEATURE_PSI_ALARM, FEATURE_PSI_METRIC, "max feature PSI"),
+                                 (SCORE_PSI_ALARM, SCORE_PSI_METRIC, "score PSI")):
+        description = f"{what} vs the training reference > {threshold:g}"
+        request = {
+            "AlarmName": names.alarm(suffix),
+            "AlarmDescription": f"seqguard {names.deployment}: {description} (published by seqguard drift)",
+            "Namespace": DRIFT_NAMESPACE,
+            "MetricName": metric,
+            "Dimensions": [{"Name": "EndpointName", "Value": names.endpoint}],
+            "Period": period,
+            "Statistic": "Maximum",
+            "Threshold": float(threshold),
+            **common,
+            "EvaluationPeriods": 1,  # one drift report over the threshold is the signal
+        }
+        request.pop("DatapointsToAlarm", None)
+        specs.append(AlarmSpec(names.alarm(suffix), request, f"{description} in a {period} s period"))
+    return specs
 
 
 def _error_rate_alarm(

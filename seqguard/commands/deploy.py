@@ -54,7 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     actions.add_parser("plan", parents=[common], help="show what apply would change; changes nothing")
-    actions.add_parser("apply", parents=[common], help="create or update everything; safe to re-run")
+    ap = actions.add_parser("apply", parents=[common], help="create or update everything; safe to re-run")
+    ap.add_argument("--promote", default=None, metavar="COMPARE_JSON",
+                    help="promote a challenger: refuse unless this `seqguard compare` result says it wins, roll it "
+                    "out through the canary, and record the evidence in the deployment's tags")
     st = actions.add_parser("status", parents=[common], help="endpoint, variant, config, scaling and alarms now")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
     de = actions.add_parser("destroy", parents=[common], help="delete everything this deployment created")
@@ -106,8 +109,26 @@ def _plan(args: argparse.Namespace, config: DeployConfig, session: AwsSession) -
     return 0
 
 
+def _promotion(args: argparse.Namespace, config: DeployConfig) -> tuple[DeployConfig, dict[str, str] | None]:
+    """With --promote: the evidence tags (or a refusal), before any AWS call."""
+    if not getattr(args, "promote", None):
+        return config, None
+    from infra.deploy.errors import ConfigError
+    from infra.deploy.loop import evidence_tags
+    from seqguard.compare import load_compare
+
+    if config.rollout.strategy != "canary":
+        raise ConfigError("--promote rolls the challenger out through the canary: set rollout.strategy: canary")
+    try:
+        evidence = evidence_tags(load_compare(args.promote))
+    except ValueError as e:
+        raise ConfigError(f"--promote: {e}") from None
+    return config.model_copy(update={"tags": {**config.tags, **evidence}}), evidence
+
+
 def _apply(args: argparse.Namespace, config: DeployConfig, session: AwsSession) -> int:
     wait = _wait_settings(args)
+    config, evidence = _promotion(args, config)
     plan = make_plan(session, config)
     endpoint = plan.current.endpoint if plan.current else None
     if endpoint and endpoint.get("EndpointStatus") in TRANSITIONAL_ENDPOINT_STATES:
@@ -121,10 +142,21 @@ def _apply(args: argparse.Namespace, config: DeployConfig, session: AwsSession) 
     print(render_plan(plan, _header("Plan", plan, args)))
     refuse_if_blocked(plan)
     if not plan.pending:
+        if evidence:
+            from infra.deploy.loop import PromotionRefused
+
+            raise PromotionRefused(f"nothing to promote: deployment {config.name!r} already runs what {args.config} "
+                                   "describes; set model.version (and the image tag) to the challenger's release")
         print(f"No changes: deployment {config.name!r} already matches {args.config}.")
         return 0
     print("Applying:")
     done = execute(plan, session, wait, log=print)
+    if evidence:
+        from infra.deploy.loop import tag_endpoint
+
+        tag_endpoint(session, plan.desired.names.endpoint, evidence)
+        print(f"Promoted: {evidence['seqguard:promotion:challenger']} replaces "
+              f"{evidence['seqguard:promotion:champion']}; evidence tagged on the endpoint and its new resources.")
     print(f"Apply complete: {len(done)} change(s). Check it with `seqguard deploy status --config {args.config}`.")
     return 0
 

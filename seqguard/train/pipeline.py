@@ -32,6 +32,7 @@ from seqguard.contracts import (
     SEQUENCE_CONFIG_FILE,
     TOKENIZER_DIR,
 )
+from seqguard.drift import save_checkpoint_reference
 from seqguard.features import FEATURE_NAMES
 from seqguard.scoring.detector import ECODDetector
 from seqguard.scoring.ensemble import Ensemble, logit_margin
@@ -286,6 +287,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
     metrics["degenerate"] = degenerate
     for d in degenerate:
         log(f"  warning: degenerate {d['source']} on {d['where']}: {d['detail']}")
+    save_checkpoint_reference(out, scorer, val_logits, ws.features[val], cfg.seed)  # the drift monitor's baseline
     st.done("scoring val + test", "")
 
     if BERT in models:
