@@ -244,10 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --repo {args.repo}: no manifest.json (run `make model`, or point at an exported repository)",
               file=sys.stderr)
         return 2
+    from datetime import UTC, datetime
+
     from bench.machine import machine_info
 
-    res = {"machine": machine_info(), **run(args.repo, args.out.parent / "floor_work", args.seconds,
-                                             args.probe_seconds, args.profile, args.rounds)}
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    measured = run(args.repo, args.out.parent / "floor_work", args.seconds, args.probe_seconds, args.profile,
+                   args.rounds)
+    res = {"started_at": started, "machine": machine_info(), **measured}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     print("\n" + table(res), flush=True)
