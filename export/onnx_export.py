@@ -136,7 +136,7 @@ def export_rnn(model_dir: Path, out_dir: Path, opset: int = DEFAULT_OPSET) -> Pa
 def export_model(kind: str, model_dir: Path, out_dir: Path, opset: int = DEFAULT_OPSET) -> Path:
     if kind == "bert":
         return export_bert(model_dir, out_dir, opset)
-    if kind == "rnn":
+    if kind in ("rnn", "surprise"):  # custom forward (GRU / likelihood statistics): the TorchScript exporter
         return export_rnn(model_dir, out_dir, opset)
     raise ExportError(f"{model_dir}: no ONNX exporter for model kind {kind!r}")
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "seqguard.commands.generate",
+    "seqguard.commands.inject",
     "seqguard.commands.sequences",
     "seqguard.commands.train",
     "seqguard.commands.evaluate",

@@ -326,3 +326,35 @@ def serialize_text(cols: EventColumns, cfg: SequenceConfig, max_events: int | No
             words.append("again")
         parts.append(" ".join(words))
     return "; ".join(parts)
+
+
+def _gap_range(bucket: int, edges: tuple[float, ...]) -> str:
+    """Words for a gap bucket (gap_buckets: 1 = below the first edge, k = between edges k-2 and k-1)."""
+    def fmt(s: float) -> str:
+        return _fmt_gap(s).lstrip("+")
+    if bucket == 0:  # the window's first event: no gap
+        return ""
+    if bucket == 1:
+        return f"within {fmt(edges[0])}"
+    if bucket > len(edges):
+        return f"after more than {fmt(edges[-1])}"
+    return f"after {fmt(edges[bucket - 2])}-{fmt(edges[bucket - 1])}"
+
+
+def describe_step(input_ids: np.ndarray, event: int, cfg: SequenceConfig) -> str:
+    """'view→purchase within 2s' for event `event` (0-based) of an encoded window (tokens as in encode_window)."""
+    ids = np.asarray(input_ids, dtype=np.int64)
+    space = TokenSpace.of(cfg)
+    n_special = len(SPECIAL_TOKENS)
+    n_events = (int((ids >= n_special).sum())) // 2
+
+    def kind(e: int) -> str:
+        what = int(ids[1 + 2 * e]) - n_special
+        return KINDS[what // (space.n_price * space.n_cat)] if 0 <= what < space.n_what else "?"
+
+    if not 0 <= event < n_events:
+        return f"event {event + 1}"
+    ctx = int(ids[2 + 2 * event]) - n_special - space.n_what
+    gap = _gap_range(ctx // (space.n_hour * (1 << N_FLAGS)), cfg.gap_edges) if ctx >= 0 else ""
+    prev = f"{kind(event - 1)}→" if event > 0 else ""
+    return f"{prev}{kind(event)} {gap}".strip()

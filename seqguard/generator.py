@@ -254,20 +254,23 @@ def _bounded_zipf(rng: np.random.Generator, n: np.ndarray, a: float = 0.95) -> n
     return np.minimum(np.floor(x).astype(np.int64) - 1, n - 1)
 
 
-def _diurnal_times(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Times in [lo, hi) following the shop's hour-of-day rhythm, by rejection (interpolated between hours)."""
+def _diurnal_times(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, hour_weights: np.ndarray = HOUR_WEIGHTS,
+                   utc_offset_hours: float = SHOP_UTC_OFFSET_HOURS) -> np.ndarray:
+    """Times in [lo, hi) following the shop's hour-of-day rhythm, by rejection (interpolated between hours).
+
+    `hour_weights` are per local hour (UTC + `utc_offset_hours`); `seqguard inject` passes a real traffic's own."""
     lo = np.asarray(lo, dtype=float)
     hi = np.maximum(np.asarray(hi, dtype=float), lo + 1.0)
     out = np.empty(len(lo))
     todo = np.arange(len(lo))
-    wmax = HOUR_WEIGHTS.max()
+    wmax = hour_weights.max()
     hours = np.arange(25) + 0.5
-    weights = np.r_[HOUR_WEIGHTS, HOUR_WEIGHTS[0]]
+    weights = np.r_[hour_weights, hour_weights[0]]
     for _ in range(200):
         if not len(todo):
             break
         t = lo[todo] + rng.random(len(todo)) * (hi[todo] - lo[todo])
-        h = ((t / 3600.0 + SHOP_UTC_OFFSET_HOURS) % 24.0 + 23.5) % 24.0 + 0.5  # shift so interp spans 0.5..24.5
+        h = ((t / 3600.0 + utc_offset_hours) % 24.0 + 23.5) % 24.0 + 0.5  # shift so interp spans 0.5..24.5
         ok = rng.random(len(todo)) * wmax < np.interp(h, hours, weights)
         out[todo[ok]] = t[ok]
         todo = todo[~ok]
@@ -415,6 +418,11 @@ class _World:
     users: _Users
     ips: _Ips = field(default_factory=_Ips)
     devices: _Counter = field(default_factory=_Counter)
+    hour_weights: np.ndarray = field(default_factory=lambda: HOUR_WEIGHTS)  # per local hour, see _diurnal_times
+    utc_offset_hours: float = SHOP_UTC_OFFSET_HOURS
+
+    def diurnal_times(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return _diurnal_times(self.rng, lo, hi, self.hour_weights, self.utc_offset_hours)
 
     def ip_country(self, ip: np.ndarray) -> np.ndarray:
         return np.concatenate(self.ips.country)[ip]
@@ -745,7 +753,7 @@ def _attack_starts(w: _World, users: np.ndarray, n_sess: np.ndarray) -> tuple[np
     """
     owner, _ = _expand(n_sess)
     user = users[owner]
-    start = _diurnal_times(w.rng, np.full(len(user), w.start), np.full(len(user), w.end))
+    start = w.diurnal_times(np.full(len(user), w.start), np.full(len(user), w.end))
     first = np.full(len(users), np.inf)
     np.minimum.at(first, owner, start)
     fresh = w.users.fresh[users]
@@ -861,7 +869,7 @@ def _account_takeover(w: _World, sessions: _Sessions, rows: _Rows, users: np.nda
     n = len(users)
     s = u.strength[users]
     careful = s < 0.5
-    t0 = _diurnal_times(rng, np.maximum(u.join[users], w.start), np.full(n, w.end - 1800.0))
+    t0 = w.diurnal_times(np.maximum(u.join[users], w.start), np.full(n, w.end - 1800.0))
     adev = w.devices.new(n)
     acountry = np.where(careful | (rng.random(n) < 0.3), u.home[users], w.foreign_countries(u.home[users]))
     aip = w.ips.new(acountry, hosting=False)
@@ -956,7 +964,7 @@ def _coupon_abuse(w: _World, sessions: _Sessions, rows: _Rows, users: np.ndarray
     squeeze = np.minimum(1.0, 0.8 * period / np.maximum(ring_span, 1.0))
     spacing *= squeeze[ring]
     ring_span *= squeeze
-    t0 = _diurnal_times(rng, np.full(n_ring, w.start), w.end - ring_span - 1800.0)
+    t0 = w.diurnal_times(np.full(n_ring, w.start), w.end - ring_span - 1800.0)
     offsets = np.cumsum(spacing) - np.r_[0.0, np.cumsum(np.bincount(ring, weights=spacing, minlength=n_ring))][ring]
     join = t0[ring] + offsets - spacing  # the first account of a ring signs up at t0
     u.join[users] = join

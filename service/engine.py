@@ -260,6 +260,7 @@ class ScoringEngine:
                 # down (a backend that fails or times out raises BackendUnavailable, with its own, shorter timeout).
                 self._count_fallback("overloaded")
                 if self.settings.failure_policy == "fail_closed":
+<<<<<<< HEAD
                     raise RequestError(429, "overloaded: the request timed out waiting for the model backend; retry "
                                        "later", headers=self._retry_after()) from None
                 log.warning("overloaded: %d windows not scored within %.0f ms (%d waiting); answering degraded",
@@ -272,6 +273,14 @@ class ScoringEngine:
                     raise RequestError(503, f"model backend unavailable (fail_closed policy): {e}") from None
                 log.warning("%s, answering degraded: %s", reason, e)
                 reasons.append(reason)
+=======
+                    raise RequestError(503, "model backend unavailable (fail_closed policy)") from None
+                log.warning("backend unavailable, answering degraded: %s", e)
+                reasons.append("model_backend_unavailable")
+                logits = None
+        features = np.stack([w.encoded.features for w in windows])
+        decisions = self.scorer.score(logits, features, [w.encoded.input_ids for w in windows], self.cfg)
+>>>>>>> main
         results = []
         for i in range(0, len(windows), CHUNK):
             if i:

@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 from seqguard.cli import main
 from seqguard.contracts import ENSEMBLE_MODEL, MANIFEST_FILE, MODEL_INPUTS, ensemble_output
 
-MODELS = ("behaviour_bert", "sequence_rnn")
+MODELS = ("behaviour_bert", "sequence_rnn", "unsupervised_sequence")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -184,7 +184,19 @@ def test_served_int8_close_to_torch(cpu_repo: tuple[Path, str], ckpt: Path) -> N
     calib = Checkpoint.open(ckpt).calibration()
     for name in MODELS:
         got = ort_logits(ort_session(cpu_repo[0] / name / "1" / "model.onnx"), calib.chunks())
-        assert np.abs(got - calib.saved_logits[name]).max() < 0.05
+        ref = calib.saved_logits[name]
+        if name == "unsupervised_sequence":
+            # [-step, z - step]: z is a sum of standardised log-likelihood statistics, whose int8 error is a few
+            # tenths of a standard deviation on this 16-wide toy; what the ensemble uses is its rank (percentile).
+            # The step (a reason's argmax) may move between near-ties.
+            from scipy.stats import spearmanr
+
+            z_got, z_ref = got[:, 1] - got[:, 0], ref[:, 1] - ref[:, 0]
+            assert spearmanr(z_got, z_ref).statistic > 0.95
+            assert np.abs(z_got - z_ref).max() < 1.0
+            assert (np.rint(got[:, 0]) == np.rint(ref[:, 0])).mean() >= 0.7
+            continue
+        assert np.abs(got - ref).max() < 0.05
 
 
 # ---------------------------------------------------------------------------------------------------------------------

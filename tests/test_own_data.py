@@ -232,7 +232,7 @@ def test_two_hour_capture_trains_and_evaluates_at_both_levels(two_hour_files, ca
     assert code == 0, cap.err
     assert f"entity level ({ens[ENTITY_AGGREGATION_KEY]} over windows" in cap.out
     ev = json.loads((report / "metrics.json").read_text())
-    assert set(ev["models"]) == {"behaviour_bert", "sequence_rnn"}
+    assert set(ev["models"]) == {"behaviour_bert", "sequence_rnn", "unsupervised_sequence"}
     for name in ("ensemble", "behaviour_bert", "sequence_rnn", "tabular", "unsupervised", "gradient_boosting"):
         assert name in ev["scores"] and name in ev["entity"]["scores"], name
     assert ev["entity"]["scores"]["ensemble"]["recall_at_0.01_fpr"] is None  # < 100 normal entities

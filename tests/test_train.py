@@ -79,7 +79,8 @@ def test_config_errors_name_the_field(tmp_path):
 def test_checkpoint_layout_and_index(tiny_checkpoint):
     index = json.loads((tiny_checkpoint / "checkpoint.json").read_text())
     assert [(m["name"], m["kind"], m["path"]) for m in index["models"]] == [
-        ("behaviour_bert", "bert", "behaviour_bert"), ("sequence_rnn", "rnn", "sequence_rnn")]
+        ("behaviour_bert", "bert", "behaviour_bert"), ("sequence_rnn", "rnn", "sequence_rnn"),
+        ("unsupervised_sequence", "surprise", "unsupervised_sequence")]
     assert index["version"].startswith("seqguard-") and index["labels_used"] is True
     assert index["sequence_config_hash"] == SequenceConfig.load(tiny_checkpoint / "sequence_config.json").config_hash()
     for name in ("sequence_config.json", "tokenizer/tokenizer.json", "unsupervised.json", "rules.yaml",
@@ -113,7 +114,7 @@ def test_models_reload_with_auto_classes_and_match_saved_logits(tiny_checkpoint)
 def test_scorer_reproduces_saved_validation_scores_exactly(tiny_checkpoint):
     cal = read_calibration(tiny_checkpoint / "calibration.npz")
     scorer = Scorer.load(tiny_checkpoint)
-    assert scorer.components == ["behaviour_bert", "sequence_rnn"]
+    assert scorer.components == ["behaviour_bert", "sequence_rnn", "unsupervised_sequence"]
     dec = scorer.score(calibration_logits(cal), cal["features"])
     np.testing.assert_array_equal(np.array([d.score for d in dec]), cal["score"])
     assert [d.decision for d in dec] == [("allow", "review", "block")[i] for i in cal["decision"]]
@@ -136,16 +137,17 @@ def test_training_is_deterministic(tiny_events, tiny_checkpoint, tmp_path):
     assert a["version"].split("-")[-1] == b["version"].split("-")[-1]
 
 
-def test_training_without_labels_gives_an_encoder_detector_and_rules(tiny_events, tmp_path):
+def test_training_without_labels_gives_an_encoder_detector_rules_and_surprise_model(tiny_events, tmp_path):
     out = train_checkpoint(tiny_events.drop(columns=["is_anomaly", "scenario"]), load_train_config(TINY_CONFIG),
                            tmp_path / "unlabeled", progress=False, log=lambda *_: None)
     index = json.loads((out / "checkpoint.json").read_text())
-    assert index["models"] == [] and index["labels_used"] is False
+    assert [(m["name"], m["kind"]) for m in index["models"]] == [("unsupervised_sequence", "surprise")]
+    assert index["labels_used"] is False
     assert index["pretrained"]["kind"] == "bert_mlm" and (out / index["pretrained"]["path"] / "config.json").is_file()
     scorer = Scorer.load(out)
-    assert scorer.components == []
+    assert scorer.components == ["unsupervised_sequence"]
     cal = read_calibration(out / "calibration.npz")
-    dec = scorer.score({}, cal["features"])
+    dec = scorer.score({"unsupervised_sequence": cal["logits__unsupervised_sequence"]}, cal["features"])
     np.testing.assert_array_equal([d.score for d in dec], cal["score"])
     assert all(0.0 <= d.score <= 1.0 for d in dec) and (cal["labels"] == -1).all()
 
@@ -181,7 +183,7 @@ def test_train_command_on_a_foreign_csv_with_a_mapping(tiny_events, tmp_path, ca
     assert code == 0, captured.err
     assert "wrote" in captured.out and "test:" in captured.out
     index = json.loads((out / "checkpoint.json").read_text())
-    assert index["labels_used"] and len(index["models"]) == 2
+    assert index["labels_used"] and len(index["models"]) == 3  # BERT, GRU and the label-free surprise model
 
 
 def _tiny_config_with(tmp_path, **changes):

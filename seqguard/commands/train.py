@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "split them by time or by entity (split.mode, default auto), pretrain the behaviour BERT "
         "on unlabeled windows, fine-tune it and the sequence RNN and fit boosted trees on the aggregate features "
         "(when the data has an is_anomaly column), fit the unsupervised detector and the ensemble, and write a "
-        "checkpoint folder for `seqguard export` / `evaluate`. Without labels the checkpoint holds the pretrained "
-        "encoder, the detector and the rules only.",
+        "checkpoint folder for `seqguard export` / `evaluate`. Without labels (or with --no-labels) it serves the "
+        "detector and the label-free next-event surprise model (unsupervised_sequence), averaged.",
     )
     p.add_argument("--data", required=True, type=Path, help="events file (.csv, .parquet, .jsonl)")
     add_data_arguments(p)
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also fine-tune the MiniLM text model on serialised windows (slow on CPU; evaluated only)")
     p.add_argument("--studies", action="store_true",
                    help="also run the label-efficiency and held-out-scenario studies (extra training runs)")
+    p.add_argument("--no-labels", action="store_true",
+                   help="train and serve without labels even if the data has some: the detector and the label-free "
+                   "sequence surprise model (unsupervised_sequence), averaged")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -115,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
     print(tz_note, file=sys.stderr)
     frame, notes = read_labelled_events(args, cfg.sequence.entity_key, "train on")
     notes["time_zone"] = tz_note
+    if args.no_labels:
+        from seqguard.io import LABEL_COLUMNS
+
+        dropped = [c for c in LABEL_COLUMNS if c in frame.columns]
+        frame = frame.drop(columns=dropped)
+        print(f"--no-labels: training label-free{' (ignoring ' + ', '.join(dropped) + ')' if dropped else ''}",
+              file=sys.stderr)
 
     from seqguard.train.pipeline import train_checkpoint
 
@@ -145,7 +155,7 @@ def summary(folder: Path, seconds: float) -> str:
         lines.append("  models: " + ", ".join(f"{k} {v:,} params / {m['sizes_mb'].get(k, 0):.1f} MB"
                                             for k, v in m["parameters"].items()))
     else:
-        lines.append("  models: none (no labels): pretrained encoder, detector and rules only")
+        lines.append("  models: none: pretrained encoder, detector and rules only")
     for split in ("validation", "test"):
         if split in m:
             lines.append(f"  {split}:")

@@ -24,8 +24,11 @@ and by how much).
 
 Without labels a stacker is of kind "percentile": the score is where the unsupervised score falls among the
 training windows' scores, and thresholds are 1 - target FPR, i.e. the share of (mostly normal) training traffic each
-decision flags. Labels of one class only are an error, never a silent fallback to the detector. Everything is plain
-JSON: no pickles.
+decision flags. When a label-free sequence component is present (the surprise model, `unsupervised_sequence`), the
+percentile stacker averages its percentile with the detector's, and the thresholds are the matching quantiles of
+that average on the training windows. Each label-free component keeps a quantile grid of its training-window margins
+(`reference`), so its component score is a percentile too. Labels of one class only are an error, never a silent
+fallback to the detector. Everything is plain JSON: no pickles.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from seqguard.scoring.tabular import TreeModel
 
 FORMAT = "seqguard-ensemble-v1"
 UNSUPERVISED = "unsupervised"
+SURPRISE = "unsupervised_sequence"  # the label-free sequence model (seqguard.train.surprise)
 TABULAR = "tabular"
+REFERENCE_LEVELS = np.linspace(0.0, 1.0, 1001)
 StackerKind = Literal["logistic", "percentile"]
 
 
@@ -233,6 +238,17 @@ def percentile_stacker(inputs: list[str], review_fpr: float, block_fpr: float, r
                             "target_fpr": {"review": review_fpr, "block": block_fpr}})
 
 
+def reference_grid(margins: np.ndarray) -> np.ndarray:
+    """Quantiles of training-window margins at REFERENCE_LEVELS: enough to turn a margin into a percentile."""
+    return np.quantile(np.asarray(margins, dtype=np.float64), REFERENCE_LEVELS)
+
+
+def grid_percentile(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where `values` fall among the training windows (0..1), by interpolation in the quantile grid."""
+    grid = np.maximum.accumulate(np.asarray(grid, dtype=np.float64))
+    return np.interp(np.asarray(values, dtype=np.float64), grid, REFERENCE_LEVELS)
+
+
 def signals(margins: dict[str, np.ndarray] | None, tabular: np.ndarray | None, unsupervised: np.ndarray,
             rule_hits: np.ndarray, rule_ids: list[str]) -> dict[str, np.ndarray]:
     """Every stacker input by name, float64 [B]; a stacker takes the columns it was fitted on."""
@@ -266,6 +282,10 @@ class Ensemble:
     tabular: TreeModel | None = None  # boosted trees on the aggregate features (no backend needed)
     entity_aggregation: str | None = None  # window scores -> entity score (seqguard.scoring.entity), chosen in training
     entity_aggregation_metrics: dict[str, Any] = field(default_factory=dict)  # how it was chosen
+    reference: dict[str, np.ndarray] = field(default_factory=dict)  # label-free component -> quantile grid
+
+    def percentile(self, name: str, margins: np.ndarray) -> np.ndarray:
+        return grid_percentile(self.reference[name], margins)
 
     @staticmethod
     def input_names(components: list[str], rule_ids: list[str], tabular: bool = False) -> list[str]:
@@ -278,16 +298,30 @@ class Ensemble:
         unsupervised: np.ndarray, rule_hits: np.ndarray, y: np.ndarray | None, review_fpr: float = 0.01,
         block_fpr: float = 0.001, c: float = 1.0, seed: int = 0, tabular: TreeModel | None = None,
         features: np.ndarray | None = None, select_best: bool = False, fitted_on: str = "validation",
-        folds: int = 5, tabular_scores: np.ndarray | None = None,
+        folds: int = 5, tabular_scores: np.ndarray | None = None, reference: dict[str, np.ndarray] | None = None,
+        unsupervised_reference: np.ndarray | None = None,
     ) -> Ensemble:
         """Fit on validation windows (or out-of-fold rows): component margins, unsupervised scores, rule hits,
         labels (and, with a tree model, the windows' features to score it on). `components` may shrink to the
-        models the chosen stacker uses."""
+        models the chosen stacker uses. `reference`: label-free components' margins on training windows;
+        `unsupervised_reference`: the detector's percentiles on the same windows (for label-free thresholds)."""
+        grids = {n: reference_grid(m) for n, m in (reference or {}).items() if len(m)}
         if y is None:
             names = cls.input_names([], rule_ids)
             deg = percentile_stacker(names, review_fpr, block_fpr, "no labels")
-            main = percentile_stacker(names, review_fpr, block_fpr, "no labels")
-            return cls([], list(rule_ids), main, deg, review_fpr, block_fpr)
+            free = [n for n in components if n in grids]
+            if not free or unsupervised_reference is None or not reference:
+                main = percentile_stacker(names, review_fpr, block_fpr, "no labels")
+                return cls([], list(rule_ids), main, deg, review_fpr, block_fpr, reference=grids)
+            # Detector and surprise percentiles averaged; thresholds at the training windows' own quantiles.
+            parts = [np.asarray(unsupervised_reference, dtype=np.float64)]
+            parts += [grid_percentile(grids[n], reference[n]) for n in free]
+            train_score = np.mean(parts, axis=0)
+            main = percentile_stacker(cls.input_names(free, rule_ids), review_fpr, block_fpr, "no labels")
+            main.thresholds = {"review": threshold_for_fpr(train_score, review_fpr),
+                               "block": threshold_for_fpr(train_score, block_fpr)}
+            main.metrics["averaged"] = [UNSUPERVISED, *free]
+            return cls(free, list(rule_ids), main, deg, review_fpr, block_fpr, reference=grids)
         n_pos = int(np.sum(y))
         if not 0 < n_pos < len(y):
             # Never a silent fallback to the detector: the caller must fix the split (dataset.check_split).
@@ -312,7 +346,7 @@ class Ensemble:
             st.metrics["fitted_on"] = fitted_on
         used = [cname for cname in components if margin_input(cname) in main.inputs]
         # The trees stay even when no stacker uses them: cheap, and every component keeps being reported.
-        return cls(used, list(rule_ids), main, deg, review_fpr, block_fpr, tabular)
+        return cls(used, list(rule_ids), main, deg, review_fpr, block_fpr, tabular, reference=grids)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -326,6 +360,7 @@ class Ensemble:
             "tabular": self.tabular.to_dict() if self.tabular is not None else None,
             ENTITY_AGGREGATION_KEY: self.entity_aggregation,
             "entity_aggregation_metrics": self.entity_aggregation_metrics,
+            "reference": {n: g.tolist() for n, g in self.reference.items()},
         }
 
     @classmethod
@@ -333,9 +368,10 @@ class Ensemble:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a seqguard ensemble (format {d.get('format')!r}, expected {FORMAT!r})")
         tab = TreeModel.from_dict(d["tabular"]) if d.get("tabular") else None
+        ref = {n: np.asarray(g, dtype=np.float64) for n, g in (d.get("reference") or {}).items()}
         return cls(list(d["components"]), list(d["rule_ids"]), Stacker.from_dict(d["main"]),
                    Stacker.from_dict(d["degraded"]), float(d["review_fpr"]), float(d["block_fpr"]), tab,
-                   d.get(ENTITY_AGGREGATION_KEY), dict(d.get("entity_aggregation_metrics") or {}))
+                   d.get(ENTITY_AGGREGATION_KEY), dict(d.get("entity_aggregation_metrics") or {}), ref)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")

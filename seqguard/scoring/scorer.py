@@ -9,7 +9,9 @@ Decision logic, in order:
 2. decision = block if score >= block threshold, review if >= review threshold, else allow;
 3. a fired rule can raise it (allow -> review -> block), never lower it;
 4. reasons = the fired rules' reasons, then the detector's deepest feature tails ("max_failed_payments_10m=8
-   (p>99.9%)"), then the model (sequence model or aggregate-feature trees) that pushed the score up most.
+   (p>99.9%)"), then the model (sequence model or aggregate-feature trees) that pushed the score up most, then,
+   when the label-free sequence model finds the window more surprising than 99 % of training windows, its most
+   surprising step ("unusual step: view→purchase within 2s").
 """
 
 from __future__ import annotations
@@ -20,13 +22,26 @@ from typing import Any
 
 import numpy as np
 
+from seqguard.config import SequenceConfig
 from seqguard.contracts import DETECTOR_FILE, ENSEMBLE_FILE, RULES_FILE
-from seqguard.features import FEATURE_NAMES
+from seqguard.features import FEATURE_NAMES, describe_step
 from seqguard.scoring.detector import ECODDetector
-from seqguard.scoring.ensemble import TABULAR, UNSUPERVISED, Ensemble, Stacker, logit_margin, matrix, sigmoid, signals
+from seqguard.scoring.ensemble import (
+    SURPRISE,
+    TABULAR,
+    UNSUPERVISED,
+    Ensemble,
+    Stacker,
+    logit_margin,
+    margin_input,
+    matrix,
+    sigmoid,
+    signals,
+)
 from seqguard.scoring.rules import RuleSet, load_rules
 
 DECISIONS = ("allow", "review", "block")  # index = rank, as rules.OUTCOME_RANK
+SURPRISE_REASON_PERCENTILE = 0.99
 
 
 class ScorerError(ValueError):
@@ -58,6 +73,7 @@ class BatchScores:
     stacker: Stacker
     degraded: bool
     tails: tuple[np.ndarray, np.ndarray]  # the detector's (P(X <= x), P(X >= x)) per window and feature
+    surprise_step: np.ndarray | None = None  # int64 [B]: the label-free sequence model's most surprising event
 
 
 class Scorer:
@@ -123,12 +139,19 @@ class Scorer:
         hits = self.rules.hits(x)
         tab = self.ensemble.tabular.decision_function(x) if self.ensemble.tabular is not None else None
         stacker = self.ensemble.degraded if logits is None else self.ensemble.main
-        comps = {c: sigmoid(margins[c]) for c in self.components if c in margins}
+        # A label-free component's score is its percentile among training windows (its margin is no log-odds).
+        comps = {c: self.ensemble.percentile(c, margins[c]) if c in self.ensemble.reference else sigmoid(margins[c])
+                 for c in self.components if c in margins}
         if tab is not None:
             comps[TABULAR] = sigmoid(tab)
         comps[UNSUPERVISED] = self.detector.percentile(unsup)
+        step = None
+        if logits is not None and SURPRISE in margins:
+            step = np.rint(-np.asarray(logits[SURPRISE], dtype=np.float64)[:, 0]).astype(np.int64)
         if stacker.kind == "percentile":
-            score = comps[UNSUPERVISED].copy()
+            averaged = [comps[UNSUPERVISED]] + [comps[c] for c in self.components
+                                                if margin_input(c) in stacker.inputs and c in comps]
+            score = np.mean(averaged, axis=0)
             contrib = np.zeros((b, len(stacker.inputs)))
         else:
             inp = matrix(signals(margins, tab, unsup, hits, self.rules.ids), stacker.inputs)
@@ -137,17 +160,19 @@ class Scorer:
         t = stacker.thresholds
         rank = np.where(score >= t["block"], 2, np.where(score >= t["review"], 1, 0))
         rank = np.maximum(rank, self.rules.outcome_rank(hits))
-        return BatchScores(score, rank.astype(np.int64), comps, hits, contrib, stacker, degraded, tails)
+        return BatchScores(score, rank.astype(np.int64), comps, hits, contrib, stacker, degraded, tails, step)
 
     # -- per window -----------------------------------------------------------------------------------------------
 
-    def score(self, logits: dict[str, np.ndarray] | None, features: np.ndarray) -> list[Decision]:
-        """One Decision per window. `logits`: component name -> [B, 2] float32, or None when the backend is down."""
+    def score(self, logits: dict[str, np.ndarray] | None, features: np.ndarray,
+              input_ids: list[np.ndarray] | None = None, seq_cfg: SequenceConfig | None = None) -> list[Decision]:
+        """One Decision per window. `logits`: component name -> [B, 2] float32, or None when the backend is down.
+        `input_ids` (each window's tokens) and `seq_cfg` let the surprise reason name the step's events."""
         bs = self.score_batch(logits, features)
         feats = np.asarray(features, dtype=np.float32)
         detector_reasons = self.detector.reasons(feats, self.reason_k, tails=bs.tails)
         model_inputs = [(i, name.removeprefix("margin:")) for i, name in enumerate(bs.stacker.inputs)
-                        if name.startswith("margin:") or name == TABULAR]
+                        if (name.startswith("margin:") and name != margin_input(SURPRISE)) or name == TABULAR]
         out = []
         for i in range(len(bs.score)):
             fired = self.rules.fired(bs.rule_hits[i])
@@ -157,6 +182,12 @@ class Scorer:
                 j, name = max(model_inputs, key=lambda jn: bs.contributions[i, jn[0]])
                 if bs.contributions[i, j] > 0:
                     reasons.append(f"model {name}: anomaly probability {bs.component_scores[name][i]:.3f}")
+            if bs.surprise_step is not None and bs.component_scores[SURPRISE][i] >= SURPRISE_REASON_PERCENTILE:
+                p = int(bs.surprise_step[i])
+                step = (describe_step(input_ids[i], p, seq_cfg) if input_ids is not None and seq_cfg is not None
+                        else f"event {p + 1} of the window")
+                reasons.append(f"unusual step: {step} (surprise above {100 * bs.component_scores[SURPRISE][i]:.1f} "
+                               "% of training windows)")
             out.append(Decision(
                 score=float(bs.score[i]),
                 decision=DECISIONS[int(bs.rank[i])],

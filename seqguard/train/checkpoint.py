@@ -31,7 +31,7 @@ from seqguard.contracts import CHECKPOINT_INDEX, SEQUENCE_CONFIG_FILE, TOKENIZER
 from seqguard.features import FEATURE_NAMES
 
 MODEL_META = "seqguard.json"
-SERVED_KINDS = ("bert", "rnn")
+SERVED_KINDS = ("bert", "rnn", "surprise")
 
 
 class CheckpointError(ValueError):

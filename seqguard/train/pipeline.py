@@ -43,6 +43,7 @@ from seqguard.scoring.tabular import TreeModel
 from seqguard.tokenizer import build_tokenizer, tokenizer_hash
 from seqguard.train import bert as bert_stage
 from seqguard.train import rnn as rnn_stage
+from seqguard.train import surprise as surprise_stage
 from seqguard.train.calibration import CALIBRATION_FILE, choose_windows, write_calibration
 from seqguard.train.checkpoint import CheckpointError, save_model, weights_hash
 from seqguard.train.config import TrainConfig
@@ -187,6 +188,11 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
     pre = bert_stage.pretrain(ws.encoded, split.train, seq, cfg.bert, cfg.seed, progress)
     metrics["pretraining"] = pre.to_dict()
     st.done("bert pretraining", f"{pre.steps} steps, masked-token loss {pre.final_loss or float('nan'):.3f}")
+    # The label-free sequence component (next-event surprise), from the pretrained weights, labels never read.
+    sur = surprise_stage.train_surprise(pre, ws.encoded, split.train, seq, cfg.bert, cfg.seed, progress)
+    if sur is not None:
+        metrics["surprise"] = sur.to_dict()
+        st.done("surprise model", f"{sur.steps} steps, next-event loss {sur.final_loss or float('nan'):.3f}")
 
     models: dict[str, Any] = {}
     entries: list[dict[str, str]] = []
@@ -216,6 +222,10 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         pre.model.save_pretrained(out / ENCODER)
         tokenizer.save_pretrained(out / ENCODER)
         pretrained_entry = {"name": ENCODER, "kind": "bert_mlm", "path": ENCODER}
+    if sur is not None:
+        models[surprise_stage.NAME] = sur.model
+        entries.append(save_model(sur.model, tokenizer, out / surprise_stage.NAME, seq, surprise_stage.NAME,
+                                  surprise_stage.KIND, {"pretrained": pre.model is not None, "labels_used": False}))
     metrics["fits"] = fits
     tabular = None
     if labelled and y is not None and cfg.tabular.enabled:
@@ -230,6 +240,8 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
     if labelled and y is not None:
         oof = small_data_oof(ws, y, split, cfg, pre.encoder_state(), list(models), log, progress)
         if oof is not None:
+            if sur is not None:  # label-free: its scores on train + validation need no folds (labels unread)
+                oof.margins[surprise_stage.NAME] = logit_margin(predict_logits(sur.model, ws.encoded, oof.idx))
             metrics["out_of_fold"] = oof.info
             fit_idx, fit_margins, fit_tab, fitted_on = oof.idx, oof.margins, oof.tabular, oof.info["fitted_on"]
             st.done("out-of-fold scores", oof.info["summary"])
@@ -240,7 +252,9 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         list(models), rules.ids, fit_margins, detector.score_samples(feats_fit), rules.hits(feats_fit),
         y[fit_idx] if labelled and y is not None else None, cfg.ensemble.review_fpr, cfg.ensemble.block_fpr,
         cfg.ensemble.c, cfg.seed, tabular, feats_fit, select_best=cfg.ensemble.select_best, fitted_on=fitted_on,
-        folds=cfg.ensemble.oof_folds, tabular_scores=fit_tab)
+        folds=cfg.ensemble.oof_folds, tabular_scores=fit_tab,
+        reference={surprise_stage.NAME: sur.train_margins} if sur is not None else None,
+        unsupervised_reference=detector.percentile(detector.score_samples(ws.features[split.train])))
     for which in ("main", "degraded"):
         sel = getattr(ensemble, which).metrics.get("selection")
         if sel:

@@ -1,0 +1,1 @@
+"""The evaluation suite (`make evaluate`): every evaluation set, every score, one report."""
