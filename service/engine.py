@@ -260,7 +260,6 @@ class ScoringEngine:
                 # down (a backend that fails or times out raises BackendUnavailable, with its own, shorter timeout).
                 self._count_fallback("overloaded")
                 if self.settings.failure_policy == "fail_closed":
-<<<<<<< HEAD
                     raise RequestError(429, "overloaded: the request timed out waiting for the model backend; retry "
                                        "later", headers=self._retry_after()) from None
                 log.warning("overloaded: %d windows not scored within %.0f ms (%d waiting); answering degraded",
@@ -273,21 +272,14 @@ class ScoringEngine:
                     raise RequestError(503, f"model backend unavailable (fail_closed policy): {e}") from None
                 log.warning("%s, answering degraded: %s", reason, e)
                 reasons.append(reason)
-=======
-                    raise RequestError(503, "model backend unavailable (fail_closed policy)") from None
-                log.warning("backend unavailable, answering degraded: %s", e)
-                reasons.append("model_backend_unavailable")
-                logits = None
-        features = np.stack([w.encoded.features for w in windows])
-        decisions = self.scorer.score(logits, features, [w.encoded.input_ids for w in windows], self.cfg)
->>>>>>> main
         results = []
         for i in range(0, len(windows), CHUNK):
             if i:
                 await asyncio.sleep(0)  # as in _encode: reasons and dicts of a large request, a chunk at a time
             chunk = windows[i : i + CHUNK]
             part = None if logits is None else {k: v[i : i + CHUNK] for k, v in logits.items()}
-            decisions = self.scorer.score(part, np.stack([w.encoded.features for w in chunk]))
+            decisions = self.scorer.score(part, np.stack([w.encoded.features for w in chunk]),
+                                          [w.encoded.input_ids for w in chunk], self.cfg)
             results.extend(self._result(w, d, reasons) for w, d in zip(chunk, decisions, strict=True))
         return results
 
