@@ -15,7 +15,11 @@ export TRANSFORMERS_OFFLINE := 1
 export BENTOML_DO_NOT_TRACK := true
 export TOKENIZERS_PARALLELISM := false
 
+<<<<<<< HEAD
+.PHONY: setup test lint model serve bench bench-floor clean
+=======
 .PHONY: setup test lint model serve bench evaluate clean
+>>>>>>> main
 
 setup: $(STAMP)
 
@@ -66,11 +70,19 @@ serve: setup
 bench: setup
 	$(BIN)/python -m bench.run --out bench/results
 
+<<<<<<< HEAD
+# The serving floor alone (about 2 minutes): seqguard /events and /score against a trivial BentoML 1.4 endpoint with
+# the same schema, server on core 0 and load generator on core 1, the fairness probe, and py-spy flame graphs.
+bench-floor: setup
+	@test -f $(REPO)/manifest.json || $(MAKE) --no-print-directory model
+	$(BIN)/python -m bench.floor --repo $(REPO) --out bench/results/floor.json --profile docs/bench
+=======
 # The evaluation suite (about 30-45 minutes on 2 cores): generator, Taobao + injected attacks, the labelled sets in
 # $(SHARED) (each skipped when absent) -> reports/suite/report.md with plots.
 SHARED ?= ../shared/data
 evaluate: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m seqguard.evaluation.suite --out reports/suite --shared $(SHARED)
+>>>>>>> main
 
 clean:
 	rm -rf $(MODELS) $(DATA) reports .pytest_cache
