@@ -26,7 +26,8 @@ from typing import Any
 from bench.common import THREADS, cpu_snapshot, load_average, log, others_share
 
 ROOT = Path(__file__).resolve().parents[1]
-LEVELS = ("machine", "peak", "model", "accuracy", "system", "triton", "service", "floor", "loadtest", "spark")
+LEVELS = ("machine", "peak", "model", "accuracy", "system", "triton", "service", "floor", "score_log", "loadtest",
+          "spark")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: unknown level(s) {sorted(unknown)}; choose from {', '.join(LEVELS)}", file=sys.stderr)
         return 2
     if args.smoke:
-        wanted -= {"triton", "service", "loadtest"}
+        wanted -= {"triton", "service", "score_log", "loadtest"}
     batches = (1, 4) if args.smoke else tuple(int(b) for b in args.batches.split(","))
     budget = 0.05 if args.smoke else args.budget
     out: Path = args.out
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"   fp32 GEMM peak {peak_gflops:.1f} GFLOP/s, int8 GEMM "
             f"{(results['peak'].get('int8_gemm') or {}).get('gops', 0):.1f} GOP/s")
 
-    from bench import accuracy, floor, loadtest_level, service_level, sources, system_level, triton_level
+    from bench import accuracy, floor, loadtest_level, score_log, service_level, sources, system_level, triton_level
     from bench import repo as repo_mod
     from bench.variants import build_variants
     from bench.windows import generate_windows
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.level("model", lambda: _minilm(results, work, flavor, windows, batches, budget, peak_gflops,
                                               not args.no_static), key="model_minilm")
 
-    serving = [lv for lv in ("triton", "service", "floor", "loadtest") if lv in wanted]
+    serving = [lv for lv in ("triton", "service", "floor", "score_log", "loadtest") if lv in wanted]
     if serving:
         resolved = runner.level(serving[0], lambda: repo_mod.resolve(args.repo, args.models, work),
                                 key="resolve_repo")
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             runner.level("service", lambda: service_level.run(repo, note, work, budget_s=args.service_budget))
             # seqguard against a trivial BentoML endpoint with the same schema, pinned cores (issue 13's ratios).
             runner.level("floor", lambda: floor.run(repo, work / "floor"))
+            # The score log's cost on /events, paired calls against a service without it (issue 17: < 0.5 ms p50).
+            runner.level("score_log", lambda: score_log.run(repo, work / "score_log"))
             runner.level("loadtest", lambda: loadtest_level.run(ROOT, repo.resolve(), out.resolve(), args.loadtest))
 
     if "spark" in wanted:

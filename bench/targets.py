@@ -83,4 +83,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
          100.0, "ms", False),
     ):
         rows.append(_row(f"floor_{key}", what, ratios.get(key), threshold, unit, higher_is_better=higher))
+    in_process = _get(results, "score_log", "in_process", "events_path", "overhead_ms_p50")
+    rows.append(_row("score_log_overhead_ms_p50", "score log on: /events p50 overhead < 0.5 ms (paired calls)",
+                     _get(results, "score_log", "overhead_ms_p50"), 0.5, "ms", higher_is_better=False,
+                     detail=f"in process: {in_process} ms"))
     return rows
