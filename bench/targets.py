@@ -72,4 +72,19 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(_row("triton_dynamic_batching_scaling", "Triton dynamic batching: concurrency 16 >= 2x concurrency 1 "
                      "(throughput)", scaling, 2.0, "x",
                      detail=f"vs the best level without dynamic batching: x{vs_none:.2f}" if vs_none else ""))
+    ratios = _get(results, "floor", "ratios") or {}
+    for key, what, threshold, unit, higher in (
+        ("events_c8_rps_ratio", "/events (1 event) rps at concurrency 8 >= 50 % of a trivial BentoML endpoint's",
+         0.5, "x", True),
+        ("events_c1_p50_ratio", "/events p50 at concurrency 1 <= 2x the trivial BentoML endpoint's", 2.0, "x", False),
+        ("score_c8_rps_ratio", "/score (1 x 32 events) rps at concurrency 8 >= 35 % of the trivial endpoint's",
+         0.35, "x", True),
+        ("fairness_probe_p99_ms", "one-event /events p99 <= 100 ms while 4 maximum-size /score requests run",
+         100.0, "ms", False),
+    ):
+        rows.append(_row(f"floor_{key}", what, ratios.get(key), threshold, unit, higher_is_better=higher))
+    in_process = _get(results, "score_log", "in_process", "events_path", "overhead_ms_p50")
+    rows.append(_row("score_log_overhead_ms_p50", "score log on: /events p50 overhead < 0.5 ms (paired calls)",
+                     _get(results, "score_log", "overhead_ms_p50"), 0.5, "ms", higher_is_better=False,
+                     detail=f"in process: {in_process} ms"))
     return rows

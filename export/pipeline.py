@@ -23,8 +23,12 @@ from export.checkpoint import Calibration, Checkpoint, ModelEntry
 from export.onnx_export import DEFAULT_OPSET, ExportError, export_model, load_torch_model, optimize_bert, torch_logits
 from export.parity import GateReport, ParityError, decider, fp32_gate, latency_ms, ort_logits, ort_session, reduced_gate
 from export.quantize import (
+    AVX2_EXACT_WEIGHTS,
+    CPU_FLAVORS,
+    PORTABLE,
     convert_fp16,
     detect_cpu_flavor,
+    int8_weight_range,
     quantize_dynamic_int8,
     quantize_static_int8,
     quantized_ops,
@@ -49,8 +53,12 @@ class ExportOptions:
     out: Path
     target: str = "cpu"
     precision: str = "int8"
-    cpu_flavor: str = "auto"
-    int8_mode: str = "dynamic"  # cpu only; the gpu target's int8 is always static QDQ (what TensorRT consumes)
+    # The int8 preset: "portable" (valid and exact on AVX2, AVX-512 VNNI and arm64), or one CPU family by name;
+    # "auto" (the build machine's family) only when asked for, never by default.
+    cpu_flavor: str = PORTABLE
+    # cpu only; the gpu target's int8 is always static QDQ (what TensorRT consumes). Static by default: dynamic int8
+    # takes one activation scale per batch, so a window's score would depend on what shares its batch.
+    int8_mode: str = "static"
     graph_opt: str = "auto"
     opset: int = DEFAULT_OPSET
     instances: int = 1
@@ -67,6 +75,8 @@ class ExportOptions:
         if self.precision == "fp16" and self.target == "cpu":
             raise ExportOptionsError("fp16 is GPU only; "
                                      "use --target gpu, or --precision int8 / fp32 for the CPU")
+        if self.cpu_flavor not in ("auto", *CPU_FLAVORS):
+            raise ExportOptionsError(f"unknown cpu flavour {self.cpu_flavor!r}; one of auto, {', '.join(CPU_FLAVORS)}")
         if self.int8_mode not in ("dynamic", "static"):
             raise ExportOptionsError(f"unknown int8 mode {self.int8_mode!r}; dynamic or static")
         if self.graph_opt not in GRAPH_OPTS:
@@ -143,9 +153,19 @@ class _ModelExport:
             return dst, convert_fp16(fp32, dst)
         if self.opts.target == "gpu":
             return dst, quantize_static_int8(fp32, dst, "tensorrt", self.batches)
+        flavor = self.flavor or PORTABLE
         if self.opts.int8_mode == "static":
-            return dst, quantize_static_int8(fp32, dst, self.flavor or "avx2", self.batches)
-        return dst, quantize_dynamic_int8(fp32, dst, self.flavor or "avx2")
+            quant = quantize_static_int8(fp32, dst, flavor, self.batches)
+        else:
+            quant = quantize_dynamic_int8(fp32, dst, flavor)
+        if flavor == PORTABLE:
+            # The portability promise, checked on the file: every int8 weight within what AVX2 multiplies exactly.
+            span = int8_weight_range(dst)
+            quant["int8_weight_range"] = list(span) if span else None
+            if span and (span[0] < AVX2_EXACT_WEIGHTS[0] or span[1] > AVX2_EXACT_WEIGHTS[1]):
+                raise ExportError(f"{self.entry.name}: int8 weights span {span}, outside {AVX2_EXACT_WEIGHTS}: the "
+                                  "portable preset would saturate on AVX2 CPUs")
+        return dst, quant
 
     def choose_graph(self, raw: Path) -> tuple[Path, str, Path, dict[str, Any] | None]:
         """(fp32 graph, "none"|"fused", served file, quantization settings): fused only for BERT on the CPU, and in
@@ -285,6 +305,9 @@ def run_export(opts: ExportOptions, log: Log = print) -> ExportResult:
     flavor = None
     if opts.target == "cpu":
         flavor = detect_cpu_flavor() if opts.cpu_flavor == "auto" else opts.cpu_flavor
+        if opts.cpu_flavor == "auto" and opts.precision == "int8":
+            log(f"cpu flavour: auto picked {flavor} from THIS machine's CPU; the int8 model assumes that kernel "
+                f"family (the manifest records it; `--cpu-flavor {PORTABLE}` is valid on every CPU)")
     cores = os.cpu_count() or 1
     # Every model of the ensemble runs at once for each request: split the cores among model instances.
     threads = opts.intra_op_threads or max(1, cores // (opts.instances * len(ckpt.models)))

@@ -1,45 +1,40 @@
-"""Reduced precision: int8 (dynamic or calibrated static) for the target CPU, static QDQ int8 for TensorRT, fp16.
+"""Reduced precision: int8 (calibrated static, or dynamic) for the CPU, static QDQ int8 for TensorRT, fp16.
 
-The int8 configuration is Optimum's `AutoQuantizationConfig` for the CPU flavour (avx2: u8 weights, which avoids
-VPMADDUBSW saturation; avx512_vnni and arm64: s8 weights), auto-detected from /proc/cpuinfo or named. ORTQuantizer
-applies it, except on a fused graph (ORTOptimizer level 2), where its shape inference cannot type the fused ops'
-outputs; there the same settings go to onnxruntime's quantizer with `DefaultTensorType` = float.
+The CPU default is the `portable` preset: static QDQ, activations u8 (asymmetric, calibrated ranges), weights s8
+symmetric per channel with `reduce_range` (7-bit, in [-64, 64]). Why it holds on every x86 CPU with AVX2 and up:
+ONNX Runtime's u8s8 kernels multiply on AVX2 with VPMADDUBSW, which adds two u8*s8 products into a saturating
+int16; with |weights| <= 64 the pair is at most 2 * 255 * 64 = 32640 < 32767, so the AVX2 kernel computes the exact
+integer result, the same one AVX-512 VNNI's VPDPBUSD (int32 accumulation) computes. The artefact therefore does not
+depend on the CPU that built it, and neither do its scores; and static activation scales make a window's result
+independent of the other rows of its batch (dynamic int8 takes one activation scale over the whole batch).
+
+The other flavours are Optimum's `AutoQuantizationConfig` presets for one CPU family (avx2: u8 weights;
+avx512_vnni and arm64: s8 weights without reduce_range, which can saturate on AVX2-only CPUs). They are used only
+when named (`--cpu-flavor`); the manifest records the assumption, and the service warns when it serves on another
+CPU. ORTQuantizer applies dynamic presets, except on a fused graph (ORTOptimizer level 2), where its shape inference
+cannot type the fused ops' outputs; there the same settings go to onnxruntime's quantizer with `DefaultTensorType`
+= float.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-CpuFlavor = Literal["avx2", "avx512_vnni", "arm64"]
-CPU_FLAVORS: tuple[str, ...] = ("avx2", "avx512_vnni", "arm64")
+from seqguard.cpuinfo import CpuFlavor, detect_cpu_flavor
+
+__all__ = ["CpuFlavor", "detect_cpu_flavor"]  # re-exported: export code and tests import them from here
+
+PORTABLE = "portable"
+CPU_FLAVORS: tuple[str, ...] = (PORTABLE, "avx2", "avx512_vnni", "arm64")
 STATIC_OPS: tuple[str, ...] = ("MatMul",)
-
-
-def detect_cpu_flavor(cpuinfo: str | None = None, machine: str | None = None) -> CpuFlavor:
-    """The best int8 kernel family this machine has: arm64, avx512_vnni (AVX-512 with VNNI) or avx2."""
-    machine = (machine or platform.machine()).lower()
-    if machine in ("aarch64", "arm64"):
-        return "arm64"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    if {"avx512f", "avx512_vnni"} <= flags:
-        return "avx512_vnni"
-    return "avx2"
+# int8 weights the AVX2 u8s8 kernel (VPMADDUBSW, int16 pair sums) multiplies exactly: 2 * 255 * 64 <= 32767.
+AVX2_EXACT_WEIGHTS = (-64, 64)
 
 
 def quantization_config(flavor: str, static: bool = False):  # -> optimum QuantizationConfig
@@ -51,12 +46,31 @@ def quantization_config(flavor: str, static: bool = False):  # -> optimum Quanti
         return AutoQuantizationConfig.tensorrt(per_channel=True)
     if flavor not in CPU_FLAVORS:
         raise ValueError(f"unknown CPU flavour {flavor!r}; one of {', '.join(CPU_FLAVORS)}")
+    if flavor == PORTABLE:
+        # s8 symmetric per-channel weights in 7 bits, u8 activations: exact on AVX2, AVX-512 (VNNI or not), ARM.
+        config = AutoQuantizationConfig.avx512_vnni(is_static=static, per_channel=True)
+        config.reduce_range = True
+        return config
     return getattr(AutoQuantizationConfig, flavor)(is_static=static, per_channel=static)
 
 
+def isa_assumptions(flavor: str, mode: str) -> dict[str, Any]:
+    """What the int8 artefact assumes about the serving CPU, for the manifest and the service's start-up check."""
+    if flavor == PORTABLE:
+        return {"requires": "x86-64 with AVX2 (or arm64)", "exact_on": ["avx2", "avx512", "avx512_vnni", "arm64"],
+                "weights_range": list(AVX2_EXACT_WEIGHTS), "built_on": detect_cpu_flavor(),
+                "batch_independent": mode == "static",
+                "why": "u8 activations x 7-bit s8 weights: no int16 saturation in AVX2's VPMADDUBSW, so every ISA "
+                       "computes the exact integer products"}
+    return {"requires": flavor, "exact_on": [flavor], "built_on": detect_cpu_flavor(),
+            "batch_independent": mode == "static",
+            "why": f"Optimum's {flavor} preset: tuned for that kernel family only (s8 weights without reduce_range "
+                   "may saturate on AVX2-only CPUs)"}
+
+
 def describe(config: Any, flavor: str, mode: str) -> dict[str, Any]:
-    """The settings that matter, JSON-ready, for the manifest."""
-    return {
+    """The settings that matter, JSON-ready, for the manifest (the ISA assumptions included for CPU flavours)."""
+    out = {
         "flavor": flavor,
         "mode": mode,
         "format": config.format.name,
@@ -67,6 +81,9 @@ def describe(config: Any, flavor: str, mode: str) -> dict[str, Any]:
         "weights_symmetric": bool(config.weights_symmetric),
         "activations_symmetric": bool(config.activations_symmetric),
     }
+    if flavor in CPU_FLAVORS:
+        out["isa"] = isa_assumptions(flavor, mode)
+    return out
 
 
 def _quiet() -> None:
@@ -156,6 +173,22 @@ def quantize_static_int8(src: Path, dst: Path, flavor: str, calibration: Iterabl
 
 INTEGER_OPS = frozenset({"MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "QLinearMatMul", "QGemm",
                          "DynamicQuantizeLSTM", "ConvInteger", "QLinearConv", "DequantizeLinear"})
+
+
+def int8_weight_range(path: Path) -> tuple[int, int] | None:
+    """(min, max) over the graph's int8 weight initializers (None when it has none): the portable preset keeps them
+    in AVX2_EXACT_WEIGHTS."""
+    import onnx
+    from onnx import numpy_helper
+
+    lo, hi = None, None
+    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8:
+            w = numpy_helper.to_array(init)
+            if w.size:
+                lo = int(w.min()) if lo is None else min(lo, int(w.min()))
+                hi = int(w.max()) if hi is None else max(hi, int(w.max()))
+    return None if lo is None else (lo, hi)
 
 
 def quantized_ops(path: Path) -> dict[str, int]:

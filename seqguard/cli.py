@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "seqguard.commands.sequences",
     "seqguard.commands.train",
     "seqguard.commands.evaluate",
+    "seqguard.commands.score",
     "seqguard.commands.export",
     "seqguard.commands.deploy",
     "seqguard.commands.loadtest",

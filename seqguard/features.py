@@ -65,8 +65,17 @@ class TokenSpace:
         return words
 
 
+def nan_to_zero(x: np.ndarray) -> np.ndarray:
+    """np.nan_to_num(x, nan=0.0), exactly (infinities become the largest finite floats), at a fraction of its cost
+    when there is no infinity, the case of every request (prices are validated finite at the edge)."""
+    x = np.asarray(x)
+    if np.isinf(x).any():
+        return np.nan_to_num(x, nan=0.0)
+    return np.where(np.isnan(x), 0.0, x).astype(x.dtype, copy=False)
+
+
 def price_buckets(price: np.ndarray, cfg: SequenceConfig) -> np.ndarray:
-    b = np.searchsorted(np.asarray(cfg.price_edges), np.nan_to_num(price, nan=0.0), side="right") + 1
+    b = np.searchsorted(np.asarray(cfg.price_edges), nan_to_zero(price), side="right") + 1
     b[np.isnan(price)] = 0
     return b.astype(np.int64)
 
@@ -244,7 +253,7 @@ def aggregate_features(cols: EventColumns, cfg: SequenceConfig, flags: np.ndarra
     is_purchase = kind == K["purchase"]
     viewed = {v for v, k in zip(cols.item, kind, strict=True) if k == K["view"] and v is not None}
     f[i] = sum(1 for v, k in zip(cols.item, kind, strict=True) if k == K["purchase"] and v not in viewed)
-    amounts = np.nan_to_num(cols.price[is_purchase], nan=0.0)
+    amounts = nan_to_zero(cols.price[is_purchase])
     f[i + 1] = amounts.max() if len(amounts) else 0.0
     f[i + 2] = amounts.sum()
     fp = cols.price[failed]
@@ -262,12 +271,12 @@ def aggregate_features(cols: EventColumns, cfg: SequenceConfig, flags: np.ndarra
     for t in ts[cred]:
         sel = is_purchase & (ts >= t) & (ts <= t + 900.0)
         if sel.any():
-            best = max(best, float(np.nan_to_num(cols.price[sel], nan=0.0).max()))
+            best = max(best, float(nan_to_zero(cols.price[sel]).max()))
     f[i + 1] = best
     # A purchase while a device first seen in this window is in use: the takeover pattern.
     new_devs = {cols.device[j] for j in np.flatnonzero((flags >> 3) & 1)}
     sel = is_purchase & np.array([d in new_devs for d in cols.device], dtype=bool)
-    f[i + 2] = float(np.nan_to_num(cols.price[sel], nan=0.0).sum()) if sel.any() else 0.0
+    f[i + 2] = float(nan_to_zero(cols.price[sel]).sum()) if sel.any() else 0.0
     i += 3
     f[i] = distinct(cols.coupon[kind == K["coupon_redeem"]])
     purchased = {v for v, k in zip(cols.item, kind, strict=True) if k == K["purchase"] and v is not None}

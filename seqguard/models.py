@@ -64,6 +64,7 @@ class SequenceRNNConfig(PretrainedConfig):
         num_layers: int = 1,
         dropout: float = 0.1,
         pad_token_id: int = PAD_ID,
+        padding_invariant: bool = False,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("num_labels", 2)
@@ -73,10 +74,28 @@ class SequenceRNNConfig(PretrainedConfig):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.dropout = dropout
+        # False only for checkpoints saved before it existed (their reverse direction was trained reading padding);
+        # `rnn_config` sets it for every new model.
+        self.padding_invariant = padding_invariant
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's first `length` steps in reverse order, padding left where it is ([B, L, D]). Its own inverse."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    n = lengths.unsqueeze(1)
+    idx = torch.where(steps < n, n - 1 - steps, steps)
+    return x.gather(1, idx.unsqueeze(-1).expand_as(x))
 
 
 class SequenceRNNForSequenceClassification(PreTrainedModel):
-    """A bidirectional GRU; masked mean + max pooling over valid positions; a linear head to two logits."""
+    """A bidirectional GRU; masked mean + max pooling over valid positions; a linear head to two logits.
+
+    Padding invariance (`config.padding_invariant`): a stock bidirectional GRU's reverse direction starts at the
+    last *padded* position, so a window's logits change with the length it is padded to, i.e. with whatever else
+    shares its batch. Here each layer runs two unidirectional GRUs; the reverse one reads the window reversed within
+    its own length (valid steps first, padding after), so no valid output ever depends on a padding step. Both are
+    plain ONNX (GatherElements + GRU), unlike pack_padded_sequence, which does not export with dynamic shapes.
+    """
 
     config_class = SequenceRNNConfig
     base_model_prefix = "rnn"
@@ -85,14 +104,20 @@ class SequenceRNNForSequenceClassification(PreTrainedModel):
     def __init__(self, config: SequenceRNNConfig) -> None:
         super().__init__(config)
         self.embed = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        self.gru = nn.GRU(
-            config.embedding_size,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            batch_first=True,
-            bidirectional=True,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-        )
+        self.padding_invariant = bool(getattr(config, "padding_invariant", False))
+        if self.padding_invariant:
+            sizes = [config.embedding_size] + [2 * config.hidden_size] * (config.num_layers - 1)
+            self.forward_layers = nn.ModuleList(nn.GRU(n, config.hidden_size, batch_first=True) for n in sizes)
+            self.reverse_layers = nn.ModuleList(nn.GRU(n, config.hidden_size, batch_first=True) for n in sizes)
+        else:
+            self.gru = nn.GRU(
+                config.embedding_size,
+                config.hidden_size,
+                num_layers=config.num_layers,
+                batch_first=True,
+                bidirectional=True,
+                dropout=config.dropout if config.num_layers > 1 else 0.0,
+            )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(4 * config.hidden_size, config.num_labels)
         self.post_init()
@@ -118,8 +143,10 @@ class SequenceRNNForSequenceClassification(PreTrainedModel):
             # Keeps the input in the exported graph (ONNX drops unused inputs); adds exactly zero.
             input_ids = input_ids + token_type_ids * 0
         x = self.embed(input_ids)
-        # No pack_padded_sequence: it does not export to ONNX with dynamic shapes; padding is masked in pooling.
-        out, _ = self.gru(x)
+        if self.padding_invariant:
+            out = self._bidirectional(x, attention_mask.sum(1))
+        else:
+            out, _ = self.gru(x)
         m = attention_mask.unsqueeze(-1).to(out.dtype)
         mean = (out * m).sum(1) / m.sum(1).clamp(min=1.0)
         mx = out.masked_fill(m == 0, -1e4).max(1).values
@@ -129,10 +156,21 @@ class SequenceRNNForSequenceClassification(PreTrainedModel):
             loss = nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    def _bidirectional(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i, (fwd, rev) in enumerate(zip(self.forward_layers, self.reverse_layers, strict=True)):
+            if i:
+                h = nn.functional.dropout(h, self.config.dropout, self.training)
+            f, _ = fwd(h)
+            r, _ = rev(reverse_within_length(h, lengths))
+            h = torch.cat([f, reverse_within_length(r, lengths)], dim=-1)
+        return h
+
 
 def rnn_config(seq_cfg: SequenceConfig, embedding: int = 64, hidden: int = 128, layers: int = 1) -> SequenceRNNConfig:
     return SequenceRNNConfig(
-        vocab_size=TokenSpace.of(seq_cfg).vocab_size, embedding_size=embedding, hidden_size=hidden, num_layers=layers
+        vocab_size=TokenSpace.of(seq_cfg).vocab_size, embedding_size=embedding, hidden_size=hidden, num_layers=layers,
+        padding_invariant=True,
     )
 
 

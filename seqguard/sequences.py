@@ -206,10 +206,15 @@ class EntityState:
 
 def event_record(event: Any) -> dict[str, Any]:
     """An Event (or its dict) to the stored record: plain JSON types, ts as epoch seconds."""
-    d = event.model_dump() if hasattr(event, "model_dump") else dict(event)
+    # Attributes of a model directly: model_dump() would build (and copy) every field first, for each event.
+    if hasattr(event, "model_dump"):
+        def get(k: str) -> Any:
+            return getattr(event, k, None)
+    else:
+        get = dict(event).get
     rec: dict[str, Any] = {}
     for k in STATE_FIELDS:
-        v = d.get(k)
+        v = get(k)
         if k == "ts":
             v = v.timestamp() if hasattr(v, "timestamp") else float(v)
         elif k == "event_type":
@@ -226,6 +231,7 @@ def append_events(state: EntityState, events: Iterable[Any], cfg: SequenceConfig
     seq = state.next_seq
     added = 0
     keys = [(r["ts"], r["_seq"]) for r in records]
+    times = [k[0] for k in keys]  # the keys' ts, kept in step with them (bisect = np.searchsorted on sorted ts)
     for ev in events:
         rec = event_record(ev)
         eid = rec.get("event_id")
@@ -237,14 +243,18 @@ def append_events(state: EntityState, events: Iterable[Any], cfg: SequenceConfig
         rec["_seq"] = seq
         pos = bisect.bisect_right(keys, (rec["ts"], seq))
         keys.insert(pos, (rec["ts"], seq))
+        times.insert(pos, rec["ts"])
         records.insert(pos, rec)
         seq += 1
         added += 1
-        ts = np.fromiter((k[0] for k in keys), dtype=np.float64, count=len(keys))
-        start = window_start(ts, len(keys), cfg)
+        # window_start without building an array per event: the same bounds, found with bisect on the list.
+        start = max(0, len(keys) - cfg.max_events)
+        if cfg.span_seconds is not None:
+            start = max(start, bisect.bisect_left(times, times[-1] - cfg.span_seconds))
         if start:
             del records[:start]
             del keys[:start]
+            del times[:start]
     # Remember enough ids to catch re-sends of anything still in (or just out of) the window.
     limit = 4 * cfg.max_events
     if len(seen) > limit:

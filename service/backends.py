@@ -2,7 +2,9 @@
 
 - `EmbeddedBackend`: ONNX Runtime in process on the repository's ONNX files (the default; no server to run).
 - `TritonBackend`: tritonclient gRPC (asyncio) to the repository's ensemble, with a timeout per call, bounded retries
-  with jitter, one reused channel, and a circuit breaker so a dead server costs a fast failure, not a timeout each.
+  with jitter (only for UNAVAILABLE / DEADLINE_EXCEEDED: retrying a rejected request cannot help), one reused
+  channel, and a circuit breaker fed one failure per failed request (retries included), so a dead server costs a
+  fast failure, not a timeout each, and a few bad requests cannot open it.
 - `LocalTritonBackend`: launches the tritonserver of the nvidia-pytriton wheel on the repository as a supervised
   child process (restarted when it dies) and talks to it as `TritonBackend` does.
 """
@@ -28,6 +30,14 @@ class BackendUnavailable(RuntimeError):
     """The backend cannot answer now (down, timed out, circuit open). The caller degrades or refuses."""
 
 
+class BackendRejected(BackendUnavailable):
+    """The backend answered, but refused this request (e.g. INVALID_ARGUMENT): not an outage, not retried."""
+
+
+# gRPC statuses worth another attempt: the server is (maybe briefly) away or slow. Everything else is an answer.
+RETRYABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"})
+
+
 class Backend(Protocol):
     name: str
     components: list[str]
@@ -41,6 +51,9 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+INLINE_TOKENS = 1024  # padded tokens per call up to which the embedded backend runs on the event loop
+
+
 class EmbeddedBackend:
     name = "embedded"
 
@@ -51,6 +64,10 @@ class EmbeddedBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
+        # Worker threads sleep between calls instead of spinning: a spinning pool holds a core the event loop (and,
+        # on a small machine, the other worker) needs; the wake-up costs microseconds against millisecond calls.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.sessions = {
             name: ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
             for name, path in onnx_files.items()
@@ -68,6 +85,10 @@ class EmbeddedBackend:
         return out
 
     async def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if batch["input_ids"].size <= INLINE_TOKENS:
+            # A small call costs less than handing it to a thread (a queue put, a wake-up and a GIL hand-over: about
+            # a millisecond on a loaded core, measured with bench.profile_paths), so it runs on the event loop.
+            return self.infer_sync(batch)
         # ORT releases the GIL: a worker thread keeps the event loop accepting requests meanwhile.
         return await asyncio.to_thread(self.infer_sync, batch)
 
@@ -162,12 +183,13 @@ class TritonBackend:
                 return {c: np.asarray(result.as_numpy(ensemble_output(c)), dtype=np.float32) for c in self.components}
             except Exception as e:  # tritonclient raises InferenceServerException for every failure kind
                 last = e
-                self.breaker.failure()
-                if attempt < self.retries and self.breaker.allow():
+                if not retryable(e):
+                    # The server is up and said no: retrying cannot help, and it says nothing about its health.
+                    raise BackendRejected(f"triton rejected the request: {str(e)[:200]}") from None
+                if attempt < self.retries:
                     # Full jitter keeps replicas from retrying in lockstep against a recovering server.
                     await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
-                else:
-                    break
+        self.breaker.failure()  # one per request, however many attempts it took
         raise BackendUnavailable(f"triton infer failed: {str(last)[:200]}")
 
     async def close(self) -> None:
@@ -175,6 +197,14 @@ class TritonBackend:
             with contextlib.suppress(Exception):
                 await self._client.close()
             self._client = None
+
+
+def retryable(error: Exception) -> bool:
+    """UNAVAILABLE / DEADLINE_EXCEEDED from tritonclient; any other status, or an error raised client-side with none,
+    is final."""
+    status = getattr(error, "status", None)
+    code = status() if callable(status) else None
+    return code is not None and str(code) in RETRYABLE
 
 
 class LocalTritonBackend(TritonBackend):

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,10 +19,10 @@ from seqguard.config import SequenceConfig
 from seqguard.events import Event
 from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace, encode_window
 from seqguard.sequences import EntityState, append_events, state_columns
-from service.backends import Backend, BackendUnavailable
+from service.backends import Backend, BackendRejected, BackendUnavailable
 from service.batcher import MicroBatcher, QueueFull
 from service.settings import ServiceSettings
-from service.state import StateStore, StateStoreError, StateStoreJournaled
+from service.state import MemoryStateStore, StateStore, StateStoreError, StateStoreJournaled
 
 log = logging.getLogger("seqguard.engine")
 
@@ -31,19 +30,56 @@ log = logging.getLogger("seqguard.engine")
 class RequestError(Exception):
     """A request the service will not process; carries the HTTP status and per-field details."""
 
-    def __init__(self, status: int, message: str, details: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details or []
+        self.headers = headers or {}
 
 
-@dataclass
 class Window:
-    entity_id: str
-    encoded: Encoded
-    n_events: int
-    degraded_reasons: list[str] = field(default_factory=list)
+    """One entity's window. Built from a request's events, it keeps them and builds its window and tensors when
+    first needed (in chunks that let the event loop serve other requests in between, see ScoringEngine.score)."""
+
+    def __init__(self, entity_id: str, encoded: Encoded | None = None, n_events: int = 0,
+                 degraded_reasons: list[str] | None = None, events: Sequence[Event] | None = None,
+                 cfg: SequenceConfig | None = None) -> None:
+        self.entity_id = entity_id
+        self._encoded = encoded
+        self._n_events = n_events
+        self.degraded_reasons = degraded_reasons if degraded_reasons is not None else []
+        self._events = events
+        self._cfg = cfg
+
+    def _build(self) -> Encoded:
+        if self._encoded is None:
+            assert self._events is not None and self._cfg is not None
+            # The streaming update on an empty state is exactly the batch window (a property test holds the two
+            # together), and it skips building a DataFrame for a request of a few dozen events.
+            state, _ = append_events(EntityState.empty(), self._events, self._cfg)
+            self._n_events = len(state.records)
+            self._encoded = encode_window(state_columns(state), self._cfg)
+            self._events = None
+        return self._encoded
+
+    @property
+    def encoded(self) -> Encoded:
+        return self._build()
+
+    @property
+    def n_events(self) -> int:
+        self._build()
+        return self._n_events
+
+
+CHUNK = 16  # windows encoded / scored between two yields to the event loop (~5 ms of work), for larger requests
 
 
 class ScoringEngine:
@@ -71,7 +107,9 @@ class ScoringEngine:
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             on_batch=self._on_batch,
+            max_len=seq_cfg.max_len,
         )
+        self._call_seconds = 0.01  # running mean of one backend call, for Retry-After
 
     # ---------------------------------------------------------------------------------------------------------------
     # Request checks beyond the schema: limits and timestamps a model should never see.
@@ -115,13 +153,7 @@ class ScoringEngine:
     # The three ways to build windows
 
     def windows_from_events(self, events: Sequence[Event]) -> list[Window]:
-        # The streaming update on an empty state is exactly the batch window (a property test holds the two
-        # together), and it skips building a DataFrame for a request of a few dozen events.
-        windows = []
-        for entity, evs in self._by_entity(events).items():
-            state, _ = append_events(EntityState.empty(), evs, self.cfg)
-            windows.append(Window(entity, encode_window(state_columns(state), self.cfg), len(state.records)))
-        return windows
+        return [Window(entity, events=evs, cfg=self.cfg) for entity, evs in self._by_entity(events).items()]
 
     def _by_entity(self, events: Sequence[Event]) -> dict[str, list[Event]]:
         by_entity: dict[str, list[Event]] = {}
@@ -133,7 +165,10 @@ class ScoringEngine:
         windows = []
         for entity, evs in self._by_entity(events).items():
             try:
-                state, _added = await asyncio.to_thread(self.store.append, entity, evs)
+                if isinstance(self.store, MemoryStateStore):
+                    state, _added = self.store.append(entity, evs)  # microseconds: a thread hand-over costs more
+                else:
+                    state, _added = await asyncio.to_thread(self.store.append, entity, evs)  # network I/O
             except StateStoreError as err:
                 log.warning("state store unavailable: %s", err)
                 if self.metrics:
@@ -194,47 +229,90 @@ class ScoringEngine:
         return await self.backend.infer(batch)
 
     def _on_batch(self, size: int, seconds: float) -> None:
+        self._call_seconds = 0.9 * self._call_seconds + 0.1 * seconds
         if self.metrics:
             self.metrics.batch_size.observe(size)
             self.metrics.backend_latency.labels(backend=self.backend.name).observe(seconds)
 
+    async def _encode(self, windows: list[Window]) -> None:
+        # A large request is encoded in chunks, yielding in between, so a one-event request arriving meanwhile is
+        # not held up behind a thousand windows' worth of Python work.
+        for i in range(0, len(windows), CHUNK):
+            for w in windows[i : i + CHUNK]:
+                _ = w.encoded
+            if len(windows) > CHUNK:
+                await asyncio.sleep(0)
+
     async def score(self, windows: list[Window]) -> list[dict[str, Any]]:
         reasons: list[str] = []
         logits: dict[str, np.ndarray] | None = None
+        await self._encode(windows)
         if self.scorer.components:
             try:
                 logits = await asyncio.wait_for(
                     self.batcher.submit([w.encoded for w in windows]), self.settings.request_timeout_ms / 1000.0
                 )
             except QueueFull as e:
-                raise RequestError(429, f"overloaded: {e}") from None
-            except (BackendUnavailable, TimeoutError) as e:
-                if self.metrics:
-                    self.metrics.fallbacks.labels(reason=type(e).__name__).inc()
+                self._count_fallback("overloaded")
+                raise RequestError(429, f"overloaded: {e}; retry later", headers=self._retry_after()) from None
+            except TimeoutError:
+                # The windows did not get through the queue in time: the service is overloaded, the backend is not
+                # down (a backend that fails or times out raises BackendUnavailable, with its own, shorter timeout).
+                self._count_fallback("overloaded")
                 if self.settings.failure_policy == "fail_closed":
-                    raise RequestError(503, "model backend unavailable (fail_closed policy)") from None
-                log.warning("backend unavailable, answering degraded: %s", e)
-                reasons.append("model_backend_unavailable")
-                logits = None
-        features = np.stack([w.encoded.features for w in windows])
-        decisions = self.scorer.score(logits, features, [w.encoded.input_ids for w in windows], self.cfg)
+                    raise RequestError(429, "overloaded: the request timed out waiting for the model backend; retry "
+                                       "later", headers=self._retry_after()) from None
+                log.warning("overloaded: %d windows not scored within %.0f ms (%d waiting); answering degraded",
+                            len(windows), self.settings.request_timeout_ms, self.batcher.pending)
+                reasons.append("overloaded")
+            except BackendUnavailable as e:
+                reason = "model_backend_rejected" if isinstance(e, BackendRejected) else "model_backend_unavailable"
+                self._count_fallback(reason)
+                if self.settings.failure_policy == "fail_closed":
+                    raise RequestError(503, f"model backend unavailable (fail_closed policy): {e}") from None
+                log.warning("%s, answering degraded: %s", reason, e)
+                reasons.append(reason)
         results = []
-        for w, d in zip(windows, decisions, strict=True):
-            r = d.to_dict()
-            r.update(
-                entity_id=w.entity_id,
-                model_version=self.model_version,
-                n_events=w.n_events,
-                degraded_reasons=reasons + w.degraded_reasons,
-            )
-            r["degraded"] = bool(r.get("degraded")) or bool(r["degraded_reasons"])
-            results.append(r)
-            if self.metrics:
-                self.metrics.scores.observe(r["score"])
-                self.metrics.decisions.labels(decision=r["decision"]).inc()
-                if r["degraded"]:
-                    self.metrics.degraded.inc()
+        for i in range(0, len(windows), CHUNK):
+            if i:
+                await asyncio.sleep(0)  # as in _encode: reasons and dicts of a large request, a chunk at a time
+            chunk = windows[i : i + CHUNK]
+            part = None if logits is None else {k: v[i : i + CHUNK] for k, v in logits.items()}
+            decisions = self.scorer.score(part, np.stack([w.encoded.features for w in chunk]),
+                                          [w.encoded.input_ids for w in chunk], self.cfg)
+            results.extend(self._result(w, d, reasons) for w, d in zip(chunk, decisions, strict=True))
         return results
+
+    def _result(self, w: Window, d: Any, reasons: list[str]) -> dict[str, Any]:
+        # The response model's fields straight from the Decision (dataclasses.asdict would deep-copy each one).
+        degraded_reasons = reasons + w.degraded_reasons
+        r = {
+            "entity_id": w.entity_id,
+            "score": d.score,
+            "decision": d.decision,
+            "component_scores": d.component_scores,
+            "rules_fired": d.rules_fired,
+            "reasons": d.reasons,
+            "model_version": self.model_version,
+            "degraded": bool(d.degraded) or bool(degraded_reasons),
+            "degraded_reasons": degraded_reasons,
+            "n_events": w.n_events,
+        }
+        if self.metrics:
+            self.metrics.scores.observe(r["score"])
+            self.metrics.decisions.labels(decision=r["decision"]).inc()
+            if r["degraded"]:
+                self.metrics.degraded.inc()
+        return r
+
+    def _count_fallback(self, reason: str) -> None:
+        if self.metrics:
+            self.metrics.fallbacks.labels(reason=reason).inc()
+
+    def _retry_after(self) -> dict[str, str]:
+        """Seconds until the current queue has drained at the recent call rate (at least 1), as a header."""
+        calls = self.batcher.pending / max(1, self.settings.max_batch)
+        return {"Retry-After": str(max(1, int(np.ceil(calls * self._call_seconds))))}
 
     async def ready(self) -> bool:
         return await self.backend.ready()

@@ -7,10 +7,12 @@ model version) comes from that one verified folder, whichever backend serves the
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from seqguard.config import SequenceConfig
+from seqguard.cpuinfo import detect_cpu_flavor
 from seqguard.manifest import ManifestError, verify_repository
 from seqguard.scoring.scorer import Scorer
 from service.backends import Backend, CircuitBreaker, EmbeddedBackend, LocalTritonBackend, TritonBackend
@@ -18,9 +20,33 @@ from service.engine import ScoringEngine
 from service.settings import ServiceSettings
 from service.state import Journal, JournaledStore, MemoryStateStore, RedisStateStore, StateStore
 
+log = logging.getLogger("seqguard.runtime")
+
 
 class RepositoryError(RuntimeError):
     pass
+
+
+def isa_warning(manifest: Any, serving: str) -> str | None:
+    """A start-up warning when the CPU serving an int8 repository is not the one its export assumed / gated on."""
+    export = manifest.export
+    if export.target != "cpu" or export.precision != "int8":
+        return None
+    isa = (export.quantization or {}).get("isa")
+    if not isa:  # written before the manifest recorded ISA assumptions: only the flavour is known
+        flavor = export.cpu_flavor
+        if flavor and flavor != serving:
+            return (f"the int8 model was quantized for {flavor} and this CPU is {serving}: its scores may differ "
+                    "from the ones its accuracy gate measured; re-export with `--cpu-flavor portable`")
+        return None
+    if serving not in isa.get("exact_on", []):
+        return (f"the int8 model ({export.cpu_flavor} preset) is exact only on {isa.get('exact_on')} and this CPU is "
+                f"{serving}: its scores may differ from the ones its accuracy gate measured on "
+                f"{isa.get('built_on')}; re-export with `--cpu-flavor portable`")
+    if serving != isa.get("built_on"):
+        return (f"serving on a {serving} CPU; the int8 model's accuracy gate ran on {isa.get('built_on')}. Its "
+                f"{export.cpu_flavor} preset computes the same integers on both ({isa.get('why')}), so scores match")
+    return None
 
 
 def build_backend(settings: ServiceSettings, manifest: Any) -> Backend:
@@ -61,6 +87,9 @@ def build_engine(settings: ServiceSettings, metrics: Any = None) -> ScoringEngin
         manifest = verify_repository(repo)
     except ManifestError as e:
         raise RepositoryError(str(e)) from None
+    warning = isa_warning(manifest, detect_cpu_flavor())
+    if warning:
+        log.warning("cpu isa: %s", warning)
     cfg = manifest.sequence_config_model()
     # The scorer's files sit in the repository root, pinned by the manifest like the models.
     scorer = Scorer.load(repo)

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from seqguard.events import Event
 from service.check import PreflightError, preflight
 from service.engine import RequestError, Window
+from service.fairness import LargeRequestLane
 from service.http import Drain, GatewayMiddleware, request_id_var
 from service.loop import ServiceLoop
 from service.observability import Metrics, setup_logging
@@ -46,7 +47,8 @@ EventList = Annotated[list[Event], Field(description="raw events, any entities, 
 
 
 def _error(e: RequestError, retry_after_s: int = 1) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after_s)} if e.status in (429, 503) else None
+    # The engine's own Retry-After (from its queue) when it gave one; else the default for 429 / 503.
+    headers = e.headers or ({"Retry-After": str(retry_after_s)} if e.status in (429, 503) else None)
     return JSONResponse(
         {"error": e.message, "details": e.details, "request_id": request_id_var.get()},
         status_code=e.status,
@@ -192,4 +194,5 @@ Seqguard.add_asgi_middleware(
     spec_limits={"max_events": SETTINGS.max_events_per_request, "max_entities": SETTINGS.max_entities_per_request,
                  "max_age_days": SETTINGS.max_event_age_days},
 )
+Seqguard.add_asgi_middleware(LargeRequestLane, large_bytes=SETTINGS.large_request_bytes)
 

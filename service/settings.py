@@ -48,8 +48,14 @@ class ServiceSettings(BaseModel):
     max_events_per_request: int = Field(5_000, ge=1, le=1_000_000)
     max_entities_per_request: int = Field(1_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    large_request_bytes: int = Field(
+        256 * 1024, ge=0, description="bodies larger than this take turns, one at a time (service/fairness.py); 0 = off"
+    )
     max_batch: int = Field(32, ge=1, le=1024)
-    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="linger for more windows before a call that is not full; 0 = send at once "
+        "(windows arriving during a call still share the next one)"
+    )
     max_queue: int = Field(4096, ge=1)
     request_timeout_ms: float = Field(2000.0, gt=0, le=120_000)
     failure_policy: Literal["fail_open", "fail_closed"] = Field(

@@ -84,3 +84,146 @@ def test_circuit_breaker_opens_and_half_opens(monkeypatch):
     now[0] = 12.0
     br.success()
     assert br.state == "closed"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Determinism: a window's tensor row does not depend on what shares its call.
+
+
+def test_calls_hold_one_length_bucket_and_never_a_single_row():
+    from service.batcher import bucket_length
+
+    seen = []
+
+    async def infer(batch):
+        ids = batch["input_ids"]
+        lengths = batch["attention_mask"].sum(1)
+        seen.append((ids.shape, {bucket_length(int(n)) for n in lengths}))
+        return {"m": np.stack([lengths, -lengths], 1).astype(np.float32)}
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=8)
+        lone = await b.submit([enc(3)])
+        mixed = await asyncio.gather(*(b.submit([enc(n) for n in (3, 20, 40, 7)]) for _ in range(3)))
+        await b.close()
+        return lone, mixed
+
+    lone, mixed = asyncio.run(main())
+    assert seen[0][0] == (2, 16)  # one window: padded to its bucket, sent next to a copy of itself
+    assert float(lone["m"][0, 0]) == 3
+    for shape, buckets in seen:
+        assert len(buckets) == 1 and shape[1] == buckets.pop()  # one bucket per call, padded to exactly it
+        assert shape[0] >= 2
+    for out in mixed:
+        assert out["m"][:, 0].tolist() == [3, 20, 40, 7]
+    assert bucket_length(3) == bucket_length(16) == 16 and bucket_length(65) == 80 and bucket_length(65, 70) == 70
+
+
+def test_large_requests_are_interleaved_with_small_ones():
+    calls = []
+
+    async def infer(batch):
+        calls.append(batch["attention_mask"].sum(1).tolist())
+        await asyncio.sleep(0.001)
+        return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=4)
+        bigs = [asyncio.ensure_future(b.submit([enc(5)] * 40)) for _ in range(4)]
+        await asyncio.sleep(0)  # the large requests are queued (and the first call is in flight)
+        await asyncio.gather(b.submit([enc(1)]), *bigs)
+        await b.close()
+
+    asyncio.run(main())
+    small_call = next(i for i, c in enumerate(calls) if 1 in c)
+    # 160 large windows = 40 calls; the one-window request, sent while the first is in flight, is in the second.
+    assert small_call == 1
+    assert len(calls) >= 40
+    # Every call of the large requests takes from each of them in turn.
+    assert calls[0] == [5, 5, 5, 5]
+
+
+def test_a_caller_that_gives_up_has_its_windows_dropped():
+    sizes = []
+    gate = asyncio.Event
+
+    async def infer(batch):
+        sizes.append(len(batch["input_ids"]))
+        await asyncio.sleep(0.05)
+        return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=4)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.submit([enc(2)] * 40), 0.02)
+        assert b.pending == 0
+        await asyncio.sleep(0.1)
+        await b.close()
+
+    del gate
+    asyncio.run(main())
+    assert len(sizes) == 1  # only the call already in flight ran
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Triton client: retry only what a retry can fix, one breaker failure per request.
+
+
+class _Status(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+    def status(self) -> str:
+        return self.code
+
+
+@pytest.mark.parametrize(("code", "attempts", "failures", "rejected"), [
+    ("StatusCode.UNAVAILABLE", 3, 1, False),
+    ("StatusCode.DEADLINE_EXCEEDED", 3, 1, False),
+    ("StatusCode.INVALID_ARGUMENT", 1, 0, True),
+    ("StatusCode.INTERNAL", 1, 0, True),
+])
+def test_triton_retries_only_transient_errors(code, attempts, failures, rejected):
+    from service.backends import BackendRejected, BackendUnavailable, TritonBackend
+
+    tried = []
+
+    class Client:
+        async def infer(self, *args, **kwargs):
+            tried.append(1)
+            raise _Status(code)
+
+    backend = TritonBackend("127.0.0.1:1", ["m"], retries=2, breaker=CircuitBreaker(threshold=2))
+    backend._client = Client()
+    batch = {k: np.zeros((2, 16), np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with pytest.raises(BackendUnavailable) as err:
+        asyncio.run(backend.infer(batch))
+    assert isinstance(err.value, BackendRejected) is rejected
+    assert len(tried) == attempts and backend.breaker.failures == failures
+    # Two bad requests do not open the circuit (threshold 2); two requests to a dead server do.
+    with pytest.raises(BackendUnavailable):
+        asyncio.run(backend.infer(batch))
+    assert backend.breaker.allow() is rejected
+
+
+def test_a_backend_that_never_suspends_still_lets_others_in():
+    """The embedded backend runs small calls inline (its coroutine never suspends): the batcher still yields
+    between calls, so a request arriving while a large one is worked through joins the next call."""
+    calls = []
+
+    async def infer(batch):  # no await inside: like EmbeddedBackend.infer for a small call
+        calls.append(batch["attention_mask"].sum(1).tolist())
+        return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=4)
+        big = asyncio.ensure_future(b.submit([enc(5)] * 40))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the worker has made its first call
+        await asyncio.gather(b.submit([enc(1)]), big)
+        await b.close()
+
+    asyncio.run(main())
+    small_call = next(i for i, c in enumerate(calls) if 1 in c)
+    assert small_call <= 2 and len(calls) >= 10

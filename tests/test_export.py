@@ -89,7 +89,7 @@ def test_cpu_int8_repository(cpu_repo: tuple[Path, str]) -> None:
     repo, stdout = cpu_repo
     manifest = verify_repository(repo)
     assert manifest.export.target == "cpu" and manifest.export.precision == "int8"
-    assert manifest.export.quantization and manifest.export.quantization["mode"] == "dynamic"
+    assert manifest.export.quantization and manifest.export.quantization["mode"] == "static"
     assert manifest.component_names == list(MODELS)
     assert [t.name for t in manifest.inputs] == [s.name for s in MODEL_INPUTS]
     for c in manifest.components:
@@ -134,6 +134,46 @@ def test_cpu_configs(cpu_repo: tuple[Path, str]) -> None:
     for step in ens.ensemble_scheduling.step:
         assert dict(step.input_map) == {s.name: s.name for s in MODEL_INPUTS}
         assert dict(step.output_map) == {"logits": ensemble_output(step.model_name)}
+
+
+def test_portable_int8_gate(cpu_repo: tuple[Path, str]) -> None:
+    """The default int8 export is the portable preset, never one picked from the build CPU: static QDQ (a window's
+    result does not depend on its batch), weights within what AVX2's u8s8 kernel multiplies exactly, so AVX2-only
+    and AVX-512 VNNI CPUs compute the same integers; the accuracy gate held, and the manifest says what it assumes."""
+    import onnx
+    from onnx import numpy_helper
+
+    from export.quantize import AVX2_EXACT_WEIGHTS
+    from seqguard.manifest import verify_repository
+
+    repo, stdout = cpu_repo
+    manifest = verify_repository(repo)
+    assert manifest.export.cpu_flavor == "portable" and manifest.export.int8_mode == "static"
+    isa = manifest.export.quantization["isa"]
+    assert {"avx2", "avx512_vnni"} <= set(isa["exact_on"]) and isa["batch_independent"] is True
+    assert isa["built_on"] in ("avx2", "avx512_vnni", "arm64")
+    assert "auto picked" not in stdout
+    quantized = 0
+    for c in manifest.components:
+        assert c.parity["roc_auc_drop"] is None or c.parity["roc_auc_drop"] <= 0.005
+        assert c.parity["decision_agreement"] >= 0.99
+        graph = onnx.load(str(repo / c.file)).graph
+        for init in graph.initializer:
+            if init.data_type != onnx.TensorProto.INT8:
+                continue
+            w = numpy_helper.to_array(init).astype(np.int32)
+            assert AVX2_EXACT_WEIGHTS[0] <= w.min() and w.max() <= AVX2_EXACT_WEIGHTS[1]
+            if w.ndim == 2 and w.shape[0] >= 2:
+                # AVX2's VPMADDUBSW: u8 activation x s8 weight, adjacent K pairs summed in saturating int16. Worst
+                # case (activation 255 on both) must stay below 32767 for the result to be exact.
+                k = w.shape[0] // 2 * 2
+                pair = 255 * (np.abs(w[0:k:2]) + np.abs(w[1:k:2]))
+                assert pair.max() <= 32767
+                quantized += 1
+        recorded = (c.quantization or {}).get("int8_weight_range")
+        if any(i.data_type == onnx.TensorProto.INT8 and i.dims for i in graph.initializer):
+            assert recorded and AVX2_EXACT_WEIGHTS[0] <= recorded[0] and recorded[1] <= AVX2_EXACT_WEIGHTS[1]
+    assert quantized > 0  # the BERT's MatMuls really are int8
 
 
 def test_served_int8_close_to_torch(cpu_repo: tuple[Path, str], ckpt: Path) -> None:

@@ -152,6 +152,24 @@ def test_detector_round_trips_through_json_exactly(tmp_path):
         det.score_samples(np.zeros((2, 3)))
 
 
+def test_detector_tail_probs_vectorised_equals_the_per_feature_reference():
+    """One searchsorted over all features (complex keys) gives bit for bit what the per-feature loop gives: exact
+    grids (few values), quantile grids with interpolation (continuous features), values on, between and beyond the
+    grid points, batches of 1 and many."""
+    det = ECODDetector(max_exact=64).fit(_normal_traffic(3000, seed=2))
+    assert det._flat()[6].any() and not det._flat()[6].all()  # both kinds of grid are present
+    rng = np.random.default_rng(3)
+    for b in (1, 2, 17, 400):
+        probe = _normal_traffic(b, seed=b)
+        probe[: b // 2] *= rng.uniform(0.0, 3.0, probe[: b // 2].shape).astype(np.float32)
+        on_grid = [v for v, *_ in det._arrays()]
+        probe[-1] = [v[rng.integers(len(v))] for v in on_grid]
+        probe[0, :5] = [-1e6, 1e6, 0.0, -0.0, 3.5]
+        fast, slow = det.tail_probs(probe), det._tail_probs_loop(probe)
+        np.testing.assert_array_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+
+
 # -- ensemble + scorer ----------------------------------------------------------------------------------------------
 
 
@@ -295,3 +313,23 @@ def test_tree_model_is_an_ensemble_input_and_keeps_degraded_scoring_strong(tmp_p
     from seqguard.train.metrics import pr_auc
 
     assert pr_auc(y, np.array([d.score for d in dec])) > 0.8  # n_events carries the signal; the trees find it
+
+
+def test_tree_model_jump_and_walk_agree_bit_for_bit():
+    """The two exact evaluations of the trees (pointer jumping for small requests, the level walk for batches)
+    give identical log-odds, NaN routing included, and match scikit-learn's decision function."""
+    from seqguard.scoring.tabular import TreeModel
+
+    rng = np.random.default_rng(11)
+    x = _normal_traffic(1500, seed=4)
+    y = (x[:, FEATURE_INDEX["n_events"]] + rng.normal(0, 3, len(x)) > 17).astype(np.int64)
+    model = TreeModel.fit(x, y, max_iter=40, max_leaf_nodes=15, seed=0)
+    assert model._depth >= 3
+    probe = _normal_traffic(64, seed=9)
+    probe[5, FEATURE_INDEX["n_events"]] = np.nan
+    walk = model._walk(probe.astype(np.float64))
+    for i in range(0, 64, 3):
+        rows = probe[i : i + 3].astype(np.float64)
+        np.testing.assert_array_equal(model._jump(rows), walk[i : i + 3])
+    np.testing.assert_array_equal(model.decision_function(probe[:2]), walk[:2])
+    np.testing.assert_array_equal(model.decision_function(probe), walk)

@@ -26,10 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "gpu: onnxruntime_onnx models with TensorRT (+ a native plan where TensorRT and a GPU exist)")
     p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="int8",
                    help="served precision (fp16 is GPU only; default int8)")
-    p.add_argument("--cpu-flavor", choices=("auto", "avx2", "avx512_vnni", "arm64"), default="auto",
-                   help="int8 kernel family of the serving CPU (auto: this machine's, from /proc/cpuinfo)")
-    p.add_argument("--int8-mode", choices=("dynamic", "static"), default="dynamic",
-                   help="cpu int8: dynamic (default) or static, calibrated on the checkpoint's validation windows")
+    p.add_argument("--cpu-flavor", choices=("portable", "auto", "avx2", "avx512_vnni", "arm64"), default="portable",
+                   help="int8 preset: portable (default; u8 x 7-bit s8, exact on AVX2, AVX-512 VNNI and arm64), one "
+                        "kernel family by name, or auto (THIS machine's family, from /proc/cpuinfo)")
+    p.add_argument("--int8-mode", choices=("dynamic", "static"), default="static",
+                   help="cpu int8: static (default; calibrated on the checkpoint's validation windows, so a window's "
+                        "score does not depend on its batch) or dynamic (one activation scale per batch)")
     p.add_argument("--graph-opt", choices=("auto", "none", "fused"), default="auto",
                    help="ORTOptimizer fusions for BERT on the cpu target: auto keeps them only if measurably faster")
     p.add_argument("--instances", type=int, default=1, help="model instances per served model (default 1)")
