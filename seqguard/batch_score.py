@@ -22,7 +22,6 @@ service's `/score` answers for that window's events in a request of their own.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import tempfile
 from collections import Counter
@@ -49,6 +48,7 @@ from seqguard.io import (
     RowErrors,
     _apply_mapping,
     detect_format,
+    iter_jsonl,
     validate_frame,
 )
 from seqguard.scoring.entity import (
@@ -346,19 +346,11 @@ def _raw_chunks(path: Path, fmt: str, mapping: ColumnMapping | None, chunk_rows:
         return
     if fmt == "jsonl":
         rows: list[dict[str, Any]] = []
-        with path.open("r", encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f, start=1):
-                text = line.strip()
-                if not text:
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    obj = {"__bad_line__": f"line {n}: invalid JSON ({e.msg})"}
-                rows.append(obj if isinstance(obj, dict) else {"__bad_line__": f"line {n}: expected a JSON object"})
-                if len(rows) >= chunk_rows:
-                    yield pd.DataFrame(rows)
-                    rows = []
+        for n, obj, reason in iter_jsonl(path):
+            rows.append(obj if obj is not None else {"__bad_line__": f"line {n}: {reason}"})
+            if len(rows) >= chunk_rows:
+                yield pd.DataFrame(rows)
+                rows = []
         if rows:
             yield pd.DataFrame(rows)
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -211,10 +212,9 @@ def _ends_without_newline(p: Path) -> bool:
         return f.read(1) not in (b"\n", b"\r")
 
 
-def _read_jsonl(p: Path) -> tuple[pd.DataFrame, np.ndarray, list[RowError]]:
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
-    errors: list[RowError] = []
+def iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(line number, object, None) per JSON-object line, or (line number, None, reason) for a line that is not one;
+    blank lines are skipped. The one JSONL parser: whole-file reads and the chunked batch scorer both use it."""
     with p.open("r", encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, start=1):
             text = line.strip()
@@ -223,13 +223,24 @@ def _read_jsonl(p: Path) -> tuple[pd.DataFrame, np.ndarray, list[RowError]]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                errors.append(RowError(n, "(line)", f"invalid JSON ({e.msg})"))
+                yield n, None, f"invalid JSON ({e.msg})"
                 continue
-            if not isinstance(obj, dict):
-                errors.append(RowError(n, "(line)", "expected a JSON object"))
-                continue
-            rows.append(obj)
-            lines.append(n)
+            if isinstance(obj, dict):
+                yield n, obj, None
+            else:
+                yield n, None, "expected a JSON object"
+
+
+def _read_jsonl(p: Path) -> tuple[pd.DataFrame, np.ndarray, list[RowError]]:
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    errors: list[RowError] = []
+    for n, obj, reason in iter_jsonl(p):
+        if obj is None:
+            errors.append(RowError(n, "(line)", reason or "unreadable line"))
+            continue
+        rows.append(obj)
+        lines.append(n)
     return pd.DataFrame(rows), np.asarray(lines, dtype=np.int64), errors
 
 
