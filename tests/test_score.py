@@ -255,3 +255,24 @@ def test_the_trained_entity_aggregation_is_used_and_named(tiny_repo: Path, event
     assert code == 0, err
     assert "entity scores: median of window scores (" in err and "entity_aggregation" in err
     assert set(pd.read_parquet(out)["aggregation"]) == {"median"}
+
+
+def test_jsonl_in_chunks_scores_like_parquet_and_names_bad_lines(
+        tiny_repo: Path, events_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame = pd.read_parquet(events_file)
+    lines = [json.dumps(r, default=str) for r in records(frame)]
+    lines[3:3] = ["{not json", "[1, 2]", ""]
+    data = tmp_path / "events.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    ref, out = tmp_path / "ref.parquet", tmp_path / "jsonl.parquet"
+    assert score(["--models", str(tiny_repo), "--data", str(events_file), "--out", str(ref)], capsys)[0] == 0
+    code, err = score(["--models", str(tiny_repo), "--data", str(data), "--out", str(out), "--chunk-rows", "40"],
+                      capsys)
+    assert code == 0, err
+    assert "read 621 rows, kept 619, skipped 2" in err
+    assert "line 4: (line): invalid JSON" in err and "line 5: (line): expected a JSON object" in err
+    key = ["entity_id", "window_end"]
+    a = pd.read_parquet(ref).sort_values(key).reset_index(drop=True)
+    b = pd.read_parquet(out).sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 0 and (a["decision"] == b["decision"]).all()
+    np.testing.assert_allclose(a["score"], b["score"], rtol=0, atol=1e-12)
