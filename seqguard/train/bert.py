@@ -21,7 +21,7 @@ from seqguard.config import SequenceConfig
 from seqguard.features import MASK_ID, SPECIAL_TOKENS, Encoded, TokenSpace
 from seqguard.models import bert_config
 from seqguard.train.config import BertTrainConfig
-from seqguard.train.loop import FitResult, bucket_batches, fit_classifier, tensors
+from seqguard.train.loop import FitResult, bucket_batches, fit_classifier, optimizer_step, tensors
 
 
 def make_config(seq_cfg: SequenceConfig, cfg: BertTrainConfig) -> Any:
@@ -103,11 +103,7 @@ def pretrain(encoded: list[Encoded], idx: np.ndarray, seq_cfg: SequenceConfig, c
                                 token_type_ids=batch["token_type_ids"]).last_hidden_state
             chosen = labels != -100
             loss_t = torch.nn.functional.cross_entropy(model.cls(hidden[chosen]), labels[chosen])
-            opt.zero_grad(set_to_none=True)
-            loss_t.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss_t)
             steps += 1
             loss = loss_t.item()
             loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss

@@ -76,6 +76,18 @@ def predict_logits(model: Any, encoded: list[Encoded], idx: np.ndarray | None = 
     return out
 
 
+def optimizer_step(model: Any, opt: Any, sched: Any, loss: torch.Tensor) -> None:
+    """One update as every training loop here takes it: gradients clipped to norm 1 (small models on few, skewed
+    batches spike), then the optimiser and the schedule advance together."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def positive_weight(y: np.ndarray, spec: float | str) -> float:
     pos = max(int(y.sum()), 1)
     neg = max(len(y) - pos, 1)
@@ -147,11 +159,7 @@ def fit_classifier(
             idx = train_idx[b]
             out = model(**tensors(encoded, idx))
             loss = loss_fn(out.logits, y_t[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss)
             steps += 1
             count += 1
             running += loss.item()

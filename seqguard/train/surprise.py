@@ -26,7 +26,7 @@ from seqguard.features import Encoded
 from seqguard.scoring.ensemble import SURPRISE
 from seqguard.train.bert import PretrainResult, make_config
 from seqguard.train.config import BertTrainConfig
-from seqguard.train.loop import bucket_batches, predict_logits, tensors
+from seqguard.train.loop import bucket_batches, optimizer_step, predict_logits, tensors
 
 NAME = SURPRISE
 KIND = "surprise"
@@ -116,11 +116,7 @@ def train_surprise(pre: PretrainResult, encoded: list[Encoded], idx: np.ndarray,
             if not bool(valid.any()):
                 continue
             loss = nll.sum() / valid.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss)
             steps += 1
             loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
             bar.update(1)

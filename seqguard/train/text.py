@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from seqguard.train.config import TextTrainConfig
 from seqguard.train.dataset import WindowSet
-from seqguard.train.loop import positive_weight
+from seqguard.train.loop import optimizer_step, positive_weight
 
 
 def model_path() -> str:
@@ -103,11 +103,7 @@ def train_text_model(ws: WindowSet, train_idx: np.ndarray, test_idx: np.ndarray,
         for b in np.array_split(rng.permutation(len(tr)), n_batches):
             batch = _encode(tokenizer, [texts[i] for i in b], cfg.max_length)
             loss = loss_fn(model(**batch).logits, y[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss)
             steps += 1
             bar.update(1)
             if time.perf_counter() - t0 > cfg.time_budget_s:
