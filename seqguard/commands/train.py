@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on unlabeled windows, fine-tune it and the sequence RNN and fit boosted trees on the aggregate features "
         "(when the data has an is_anomaly column), fit the unsupervised detector and the ensemble, and write a "
         "checkpoint folder for `seqguard export` / `evaluate`. Without labels (or with --no-labels) it serves the "
-        "detector and the label-free next-event surprise model (unsupervised_sequence), averaged.",
+        "detector, an isolation forest and the label-free next-event surprise model (unsupervised_sequence), pooled.",
     )
     p.add_argument("--data", required=True, type=Path, help="events file (.csv, .parquet, .jsonl)")
     add_data_arguments(p)
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run the label-efficiency and held-out-scenario studies (extra training runs)")
     p.add_argument("--no-labels", action="store_true",
                    help="train and serve without labels even if the data has some: the detector and the label-free "
-                   "sequence surprise model (unsupervised_sequence), averaged")
+                   "sequence surprise model (unsupervised_sequence), with an isolation forest, pooled")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
