@@ -27,8 +27,8 @@ training windows' scores, and thresholds are 1 - target FPR, i.e. the share of (
 decision flags. A label-free checkpoint combines the percentiles of every label-free component: the detector, the
 isolation forest on the same aggregates (`isolation`, kept with the ensemble; also in the degraded stacker, as it
 needs no model backend) and the surprise model `unsupervised_sequence`. The combination ("tail", see
-`combine_percentiles`) is 1 - the geometric mean of the components' tail shares 1 - p: Fisher's way of pooling
-p-values, so one component far out in its tail counts (a plain mean of percentiles lets two ordinary components
+`combine_percentiles`) is the mean of the components' -log tail shares -log(1 - p), scaled to [0, 1]: Fisher's way
+of pooling p-values, so one component far out in its tail counts (a plain mean of percentiles lets two ordinary components
 pull a window that one finds extreme back into the crowd; on the evaluation suite it lost to the isolation forest
 alone). Thresholds are the matching quantiles of the combined score on the training windows. Each label-free
 component keeps a quantile grid of its training-window scores (`reference`), so its component score is a percentile
@@ -240,14 +240,20 @@ def select_stacker(
 
 
 def combine_percentiles(parts: list[np.ndarray], how: str = "mean") -> np.ndarray:
-    """The label-free score from component percentiles [B] each: "tail" = 1 - geometric mean of max(1 - p, floor)
-    (Fisher-style pooling), "mean" = their mean (checkpoints written before "tail" existed)."""
+    """The label-free score from component percentiles [B] each, in [0, 1].
+
+    "tail": the mean of -log max(1 - p, floor) over the components (Fisher-style pooling of tail shares), divided by
+    -log(floor): 0 when every component puts the window below all training windows, 1 when every one puts it beyond
+    them all. Linear in the log tail shares on purpose: an entity's score is the mean of its windows', and a squashing
+    transform (1 - the geometric mean, say) would flatten the far tail back into the crowd before that mean (on the
+    evaluation suite it cost a third of the entity PR-AUC). "mean": the plain mean (checkpoints written before
+    "tail" existed)."""
     p = np.asarray(parts, dtype=np.float64)
     if how == "mean":
         return p.mean(axis=0)
     if how != "tail":
         raise ValueError(f"unknown label-free combination {how!r}")
-    return 1.0 - np.exp(np.log(np.maximum(1.0 - p, TAIL_FLOOR)).mean(axis=0))
+    return -np.log(np.maximum(1.0 - p, TAIL_FLOOR)).mean(axis=0) / -np.log(TAIL_FLOOR)
 
 
 def percentile_stacker(inputs: list[str], review_fpr: float, block_fpr: float, reason: str) -> Stacker:
