@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_data, add_mapping, add_out, add_outcome_arguments
 from seqguard.train.openmp import quiet_openmp
 
 
@@ -27,12 +28,6 @@ def read_events_or_exit(path: Path, mapping: Path | None = None, on_error: str =
     if report.rows_ok == 0:
         raise CliError(f"{path}: no usable rows")
     return frame
-
-
-def outcome_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--feedback", type=Path, help="feedback store (SQLite) whose outcomes label the data's entities")
-    p.add_argument("--log", help="score log, to resolve outcomes given by request_id (folder or s3://...)")
-    p.add_argument("--salt", default="seqguard", help="the service's SEQGUARD_LOG_SALT (score-log entity hashes)")
 
 
 def join_outcomes(frame: Any, args: argparse.Namespace, entity_key: str) -> tuple[Any, dict[str, Any]]:
@@ -81,10 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("champion", type=Path, help="checkpoint folder serving now")
     p.add_argument("challenger", type=Path, help="checkpoint folder from `seqguard retrain`")
-    p.add_argument("--data", required=True, type=Path, help="recent events (labelled by is_anomaly and/or outcomes)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
-    outcome_args(p)
-    p.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder (default reports/compare)")
+    add_data(p, "recent events (labelled by is_anomaly and/or outcomes)")
+    add_mapping(p)
+    add_outcome_arguments(p)
+    add_out(p, "report folder (default reports/compare)", default=Path("reports/compare"))
     p.add_argument("--fpr", type=float, default=0.01, help="operating false-positive rate: 0.01 (default) or 0.05")
     p.add_argument("--min-gain", type=float, default=0.0, help="entity PR-AUC gain the challenger needs (default 0)")
     p.add_argument("--max-recall-drop", type=float, default=0.02, help="allowed fall of entity recall@FPR "

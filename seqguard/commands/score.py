@@ -7,6 +7,15 @@ import sys
 from pathlib import Path
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import (
+    add_data,
+    add_labels,
+    add_mapping,
+    add_models,
+    add_no_progress,
+    add_on_error,
+    add_out,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,17 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "spilled to entity-hash buckets first, so no entity is ever split. --engine spark runs the same code on "
         "Apache Spark and writes partitioned Parquet into the folder OUT.",
     )
-    p.add_argument("--models", required=True, type=Path,
-                   help="model repository written by `seqguard export` (holds manifest.json)")
-    p.add_argument("--data", required=True, help="events file, folder or glob (.csv, .parquet, .jsonl)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
-    p.add_argument("--labels", type=Path,
-                   help="entity labels table (entity_id,label[,scenario]; CSV or Parquet): adds label and scenario "
-                   "columns for later evaluation (docs/spark.md)")
-    p.add_argument("--unlabelled", choices=("normal", "exclude"), default="normal",
-                   help="with --labels: entities absent from the table count as normal (default) or are left out")
-    p.add_argument("--out", required=True, type=Path,
-                   help="output file (.parquet or .csv); with --engine spark a folder of partitioned Parquet")
+    add_models(p, "model repository written by `seqguard export` (holds manifest.json)")
+    add_data(p, "events file, folder or glob (.csv, .parquet, .jsonl)", type=None)
+    add_mapping(p)
+    add_labels(p, "entity labels table (entity_id,label[,scenario]; CSV or Parquet): adds label and scenario "
+               "columns for later evaluation (docs/spark.md)",
+               "with --labels: entities absent from the table count as normal (default) or are left out")
+    add_out(p, "output file (.parquet or .csv); with --engine spark a folder of partitioned Parquet")
     p.add_argument("--level", choices=("window", "entity"), default="window",
                    help="one row per window (default) or per entity (window scores aggregated)")
     p.add_argument("--every", choices=("day", "entity"), default="day",
@@ -46,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-rows", type=int, default=None,
                    help="rows read per chunk (default 1,000,000): bounds memory; larger inputs are bucketed by entity")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default 0: all cores)")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_on_error(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_mapping, add_on_error, add_out
 from seqguard.config import ENTITY_KEYS, SequenceConfig
 from seqguard.features import FEATURE_NAMES, encode_window
 from seqguard.io import DataError, RowErrors, load_mapping, read_events
@@ -25,15 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and write one row per window: entity, time range, token ids and aggregate features.",
     )
     p.add_argument("--events", required=True, type=Path, help="events file (.csv, .parquet, .jsonl)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
+    add_mapping(p)
     p.add_argument("--key", choices=ENTITY_KEYS, default="user_id", help="entity key (default: user_id)")
     p.add_argument("--every", choices=("entity", "day", "event"), default="entity",
                    help="one window per entity (its latest), per entity-day, or ending at every event")
     p.add_argument("--max-events", type=int, default=None, help="last-N events per window (default 63)")
     p.add_argument("--span-hours", type=float, default=None, help="keep events within this span of the newest")
     p.add_argument("--utc-offset-hours", type=float, default=None, help="shop local time for hour buckets")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
-    p.add_argument("--out", required=True, type=Path, help="output file (.parquet, .csv or .jsonl)")
+    add_on_error(p)
+    add_out(p, "output file (.parquet, .csv or .jsonl)")
     p.set_defaults(func=run)
 
 
