@@ -10,24 +10,8 @@ from typing import Any
 
 from seqguard.cli import CliError
 from seqguard.commands.arguments import add_data, add_mapping, add_out, add_outcome_arguments
+from seqguard.commands.inputs import read_events_or_exit
 from seqguard.train.openmp import quiet_openmp
-
-
-def read_events_or_exit(path: Path, mapping: Path | None = None, on_error: str = "skip") -> Any:
-    """An events file as a frame; every problem a user can fix as a CliError (shared by compare and retrain)."""
-    from seqguard.io import DataError, RowErrors, load_mapping, read_events
-
-    try:
-        frame, report = read_events(path, load_mapping(mapping) if mapping else None, on_error=on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except DataError as e:
-        raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
-    if report.rows_ok == 0:
-        raise CliError(f"{path}: no usable rows")
-    return frame
 
 
 def join_outcomes(frame: Any, args: argparse.Namespace, entity_key: str) -> tuple[Any, dict[str, Any]]:

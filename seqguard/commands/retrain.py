@@ -18,7 +18,8 @@ from seqguard.commands.arguments import (
     add_out,
     add_outcome_arguments,
 )
-from seqguard.commands.compare import join_outcomes, read_events_or_exit
+from seqguard.commands.compare import join_outcomes
+from seqguard.commands.inputs import read_events_or_exit
 from seqguard.train.openmp import quiet_openmp
 
 RETRAIN_FILE = "retrain.json"

@@ -16,6 +16,7 @@ from seqguard.commands.arguments import (
     add_on_error,
     add_out,
 )
+from seqguard.commands.inputs import data_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_openmp()
     from seqguard.batch_score import DEFAULT_CHUNK_ROWS, BatchScoreError, BatchScorer, input_files, score_file
-    from seqguard.io import DataError, RowErrors, load_mapping
+    from seqguard.io import load_mapping
 
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise CliError(f"--chunk-rows: must be at least 1, got {args.chunk_rows}")
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--threads: must be 0 (all cores) or more, got {args.threads}")
     if args.master and args.engine != "spark":
         raise CliError("--master: only with --engine spark")
-    try:
+    with data_errors(BatchScoreError):
         mapping = load_mapping(args.mapping) if args.mapping else None
         input_files(args.data)  # a missing input is reported before the models load
         labels = _load_labels(args.labels) if args.labels else None
@@ -79,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--out {args.out}: use a .parquet or .csv file name")
         scorer = BatchScorer(args.models, every=args.every, level=args.level, aggregation=args.aggregation,
                              threads=args.threads)
-    except (BatchScoreError, DataError) as e:
-        raise CliError(str(e)) from None
     print(f"scoring with {args.models} (model {scorer.model_version}, windows every {args.every}, "
           f"{args.level} rows)", file=sys.stderr)
     labeller = None
@@ -89,16 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
         labeller = EntityLabeller(labels, scorer.cfg.entity_key, args.unlabelled)
     try:
-        summary = score_file(scorer, args.data, args.out, mapping, on_error=args.on_error,
-                             chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS, progress=not args.no_progress,
-                             on_labels=labeller)
-        if labeller is not None:
-            print(labeller.finish(), file=sys.stderr)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except (BatchScoreError, DataError) as e:
-        raise CliError(str(e)) from None
+        with data_errors(BatchScoreError):
+            summary = score_file(scorer, args.data, args.out, mapping, on_error=args.on_error,
+                                 chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS, progress=not args.no_progress,
+                                 on_labels=labeller)
+            if labeller is not None:
+                print(labeller.finish(), file=sys.stderr)
     except ValueError as e:  # labels problems found while joining (no entity matches the table)
         args.out.unlink(missing_ok=True)
         raise CliError(str(e)) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -12,9 +11,10 @@ import pandas as pd
 
 from seqguard.cli import CliError
 from seqguard.commands.arguments import add_mapping, add_on_error, add_out
+from seqguard.commands.inputs import data_errors, read_events_reported
 from seqguard.config import ENTITY_KEYS, SequenceConfig
 from seqguard.features import FEATURE_NAMES, encode_window
-from seqguard.io import DataError, RowErrors, load_mapping, read_events
+from seqguard.io import load_mapping
 from seqguard.sequences import iter_windows, sort_for_sequences
 
 
@@ -54,15 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in (".parquet", ".csv", ".jsonl"):
         raise CliError(f"--out: unsupported suffix {suffix!r}; use .parquet, .csv or .jsonl")
     t0 = time.perf_counter()
-    try:
+    with data_errors():
         mapping = load_mapping(args.mapping) if args.mapping else None
-        frame, report = read_events(args.events, mapping, on_error=args.on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except DataError as e:
-        raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
+    frame, _ = read_events_reported(args.events, mapping, args.on_error)
     ordered = sort_for_sequences(frame, cfg)
     rows = []
     for entity, start, end, cols in iter_windows(ordered, cfg, args.every):

@@ -14,6 +14,7 @@ import yaml
 
 from seqguard.cli import CliError
 from seqguard.commands.arguments import add_data, add_data_arguments, add_no_progress, add_on_error, add_out
+from seqguard.commands.inputs import data_errors, read_events_reported
 from seqguard.train.openmp import quiet_openmp
 
 
@@ -48,21 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def read_labelled_events(args: argparse.Namespace, entity_key: str, what: str) -> tuple[Any, dict[str, Any]]:
     """The events (through the mapping) with the labels table joined when given; prints both reports.
     Returns (frame, notes: what the read and the join did, for metrics). Raises CliError with the reason."""
-    from seqguard.io import DataError, RowErrors, load_mapping, read_events
+    from seqguard.io import load_mapping
     from seqguard.labels import LabelsError, join_labels, load_labels
 
-    try:
+    with data_errors(LabelsError):
         mapping = load_mapping(args.mapping) if args.mapping else None
         labels = load_labels(args.labels, mapping.labels if mapping else None) if args.labels else None
-        frame, report = read_events(args.data, mapping, on_error=args.on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except (DataError, LabelsError) as e:
-        raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
-    if report.rows_ok == 0:
-        raise CliError(f"{args.data}: no usable rows to {what}")
+    frame, report = read_events_reported(args.data, mapping, args.on_error, what)
     notes: dict[str, Any] = {"rows_read": report.rows_read, "rows_skipped": report.rows_skipped,
                              "values_fixed": dict(report.fixed)}
     if labels is not None:
