@@ -1,10 +1,10 @@
 """The behaviour BERT: masked-token pretraining on unlabeled windows, then fine-tuning as a classifier.
 
 Stage 1 trains `BertForMaskedLM` on training-split windows without looking at labels (BERT's 80/10/10 masking of
-15 % of the event tokens). Stage 2 builds `BertForSequenceClassification` with the same config, loads the pretrained
-encoder (`bert.*` weights; the pooler and the head start fresh) and fine-tunes it with the shared loop (weighted
-loss, early stopping on validation PR-AUC). Both use the stock Hugging Face classes, so the result saves with
-`save_pretrained` and exports with Optimum.
+15 % of the event tokens, by `DataCollatorForLanguageModeling` on the behaviour tokenizer). Stage 2 builds
+`BertForSequenceClassification` with the same config, loads the pretrained encoder (`bert.*` weights; the pooler and
+the head start fresh) and fine-tunes it with the shared loop (weighted loss, early stopping on validation PR-AUC).
+Both use the stock Hugging Face classes, so the result saves with `save_pretrained` and exports with Optimum.
 """
 
 from __future__ import annotations
