@@ -63,7 +63,7 @@ def lone_row_exact(session: Any, vocab_size: int, max_len: int, per_length: int 
     a second row (about twice the call)."""
     rng = np.random.default_rng(seed)
     names = {i.name for i in session.get_inputs()}
-    for length in range(16, max_len + 1, 16):
+    for length in sorted({*range(16, max_len + 1, 16), max_len}):  # every length bucket_length gives
         for _ in range(per_length):
             rows = []
             for n in rng.integers(1, length - 1, size=2):  # tokens between [CLS] and [SEP]
