@@ -59,8 +59,9 @@ def _child(argv: list[str]) -> None:
     import onnxruntime as ort
 
     src, dst, models = argv[0], argv[1], dict(a.split("=", 1) for a in argv[2:])
-    data = np.load(src)
-    bounds = data["bounds"]  # the exact batches the export's gate scores (row ranges)
+    with np.load(src) as data:  # an NpzFile re-reads an array on every access: once, here
+        arrays = {k: data[k] for k in data.files}
+    bounds = arrays["bounds"]  # the exact batches the export's gate scores (row ranges)
     out: dict[str, np.ndarray] = {}
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as the service's sessions
@@ -69,7 +70,7 @@ def _child(argv: list[str]) -> None:
     for name, path in models.items():
         session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         feeds = [i.name for i in session.get_inputs()]
-        out[name] = np.concatenate([session.run(["logits"], {k: data[k][a:b] for k in feeds})[0]
+        out[name] = np.concatenate([session.run(["logits"], {k: arrays[k][a:b] for k in feeds})[0]
                                     for a, b in bounds]).astype(np.float32)
     out["__features__"] = np.array(json.dumps(cpu_features()))
     np.savez(dst, **out)
