@@ -145,9 +145,11 @@ def _batched_windows(url: str) -> float:
 
 @pytest.fixture(scope="module")
 def lingering_service(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The service with a 20 ms batcher linger, so concurrent requests reliably share backend calls."""
+    """The service with a 20 ms batcher linger, so concurrent requests reliably share backend calls, and a large-body
+    threshold of 2 KB, so bodies of a few events already take the large-request lane (validated in slices)."""
     server, url = start_service(tmp_path_factory.mktemp("svc_linger"),
-                                {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_MAX_WAIT_MS": "20"})
+                                {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_MAX_WAIT_MS": "20",
+                                 "SEQGUARD_LARGE_REQUEST_BYTES": "2048"})
     yield url
     server.stop()
 
@@ -183,6 +185,27 @@ def test_a_windows_score_does_not_depend_on_what_shares_its_batch(lingering_serv
         assert got["decision"] == expected["decision"]
     # The comparison means something only if windows really were scored together.
     assert _batched_windows(service) > batched_before
+
+
+def test_a_large_body_validated_in_slices_answers_as_a_small_one(lingering_service: str) -> None:
+    """Over the large-body threshold the lane validates the events itself (service/fairness.py): the answers are the
+    ones each entity gets in a small body, and a bad event is still reported by BentoML's own validation."""
+    service = lingering_service
+    users = [card_testing(f"lane-{k}", n=6) for k in range(4)] + [shopper("lane-shopper")]
+    big = [e for evs in users for e in evs]
+    assert len(json.dumps({"events": big})) > 2048 > max(len(json.dumps({"events": evs})) for evs in users)
+    status, body = post(service + "/score", {"events": big})
+    assert status == 200, body
+    got = {r["entity_id"]: r for r in body["results"]}
+    for evs in users:
+        status, small = post(service + "/score", {"events": evs})
+        assert status == 200
+        (want,) = small["results"]
+        assert {k: v for k, v in got[want["entity_id"]].items() if k != "request_id"} == want
+    bad = [dict(e) for e in big]
+    bad[7]["ts"] = "not a time"
+    status, err = post(service + "/score", {"events": bad})
+    assert status in (400, 422) and [d["field"] for d in err["details"]] == ["events.7.ts"], err
 
 
 def test_invocations_and_ping_follow_the_sagemaker_contract(service: str) -> None:
