@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from seqguard.contracts import ENSEMBLE_MODEL
-from seqguard.envsettings import settings_from_env
+from seqguard.envsettings import EnvSettings
 
 ENV_PREFIX = "SEQGUARD_LT_"
 Mode = Literal["service", "triton", "replay"]
@@ -24,8 +25,10 @@ class LoadSettingsError(ValueError):
     pass
 
 
-class LoadSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LoadSettings(EnvSettings):
+    """Read from SEQGUARD_LT_<FIELD> by pydantic-settings; `steps` is JSON (`[2, 4, 8]`), as `to_env` writes it."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     mode: Mode = Field("service", description="service: ShopperUser + BatchScorer; triton: TritonUser; replay")
     seed: int = Field(0, ge=0)
@@ -73,7 +76,7 @@ class LoadSettings(BaseModel):
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> LoadSettings:
         try:
-            return settings_from_env(cls, ENV_PREFIX, env, lambda name, v: json.loads(v) if name == "steps" else v)
+            return super().from_env(env)
         except ValueError as e:
             raise LoadSettingsError(f"invalid load-test settings: {e}") from None
 
