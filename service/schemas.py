@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from seqguard.events import ID_MAX_CHARS
+
 EXAMPLE_EVENTS: list[dict[str, Any]] = [
     {"user_id": "u-1001", "ts": "2026-10-05T09:00:00Z", "event_type": "login", "device_id": "dev-9",
      "ip": "203.0.113.7", "country": "BR", "event_id": "e1"},
@@ -23,7 +25,7 @@ EXAMPLE_EVENTS: list[dict[str, Any]] = [
 class PrebuiltSequence(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    entity_id: str = Field(min_length=1, max_length=128)
+    entity_id: str = Field(min_length=1, max_length=ID_MAX_CHARS)
     input_ids: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
         min_length=2, max_length=4096, description="token ids as `seqguard sequences` writes them"
     )
