@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import ClassVar, Self
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -34,9 +34,12 @@ class _EnvSource(EnvSettingsSource):
 
 
 class EnvSettings(BaseSettings):
-    """Subclasses set `env_prefix` in their model_config (and keep extra="forbid", frozen=True from here)."""
+    """Subclasses set `env_prefix` in their model_config (and keep extra="forbid", frozen=True from here), and may
+    name their error class and what they are for the message: `<error>("invalid <what>: VAR: reason; ...")`."""
 
     model_config = SettingsConfigDict(extra="forbid", frozen=True, env_ignore_empty=True)
+    error: ClassVar[type[ValueError]] = ValueError
+    what: ClassVar[str] = "settings"
 
     @classmethod
     def settings_customise_sources(
@@ -51,7 +54,7 @@ class EnvSettings(BaseSettings):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
-        """The settings from `env` (default: os.environ). Raises ValueError naming every offending variable."""
+        """The settings from `env` (default: os.environ). Raises `cls.error` naming every offending variable."""
         prefix = str(cls.model_config.get("env_prefix", "")).upper()
         token = _ENV.set(env)
         try:
@@ -59,9 +62,10 @@ class EnvSettings(BaseSettings):
         except ValidationError as e:
             # A problem across fields (a model validator) has no single variable to name.
             names = {TOP_LEVEL: f"{prefix}* settings"}
-            raise ValueError("; ".join(f"{names.get(p['field'], prefix + p['field'].upper())}: {p['reason']}"
-                                       for p in field_errors(e))) from None
+            problems = "; ".join(f"{names.get(p['field'], prefix + p['field'].upper())}: {p['reason']}"
+                                 for p in field_errors(e))
+            raise cls.error(f"invalid {cls.what}: {problems}") from None
         except _SourceError as e:  # pydantic-settings could not even read a variable
-            raise ValueError(str(e)) from None
+            raise cls.error(f"invalid {cls.what}: {e}") from None
         finally:
             _ENV.reset(token)

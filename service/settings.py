@@ -21,6 +21,8 @@ class ServiceSettings(EnvSettings):
     """`ServiceSettings()` reads SEQGUARD_<FIELD> (pydantic-settings); `from_env` also names each bad variable."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    error = SettingsError
+    what = "service settings"
 
     repo: Path = Field(Path("triton_repo"), description="Triton model repository with manifest.json")
     backend: Literal["embedded", "triton", "local_triton"] = "embedded"
@@ -97,10 +99,3 @@ class ServiceSettings(EnvSettings):
             raise ValueError("shadow_repo: needs score_log_path (SEQGUARD_SCORE_LOG_PATH): shadow scores are only "
                              "logged")
         return self
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ServiceSettings:
-        try:
-            return super().from_env(env)
-        except ValueError as e:
-            raise SettingsError(f"invalid service settings: {e}") from None

@@ -29,6 +29,8 @@ class LoadSettings(EnvSettings):
     """Read from SEQGUARD_LT_<FIELD> by pydantic-settings; `steps` is JSON (`[2, 4, 8]`), as `to_env` writes it."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    error = LoadSettingsError
+    what = "load-test settings"
 
     mode: Mode = Field("service", description="service: ShopperUser + BatchScorer; triton: TritonUser; replay")
     seed: int = Field(0, ge=0)
@@ -72,13 +74,6 @@ class LoadSettings(EnvSettings):
         for name, value in self.model_dump(exclude_none=True).items():
             env[ENV_PREFIX + name.upper()] = json.dumps(value) if isinstance(value, tuple | list) else str(value)
         return env
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> LoadSettings:
-        try:
-            return super().from_env(env)
-        except ValueError as e:
-            raise LoadSettingsError(f"invalid load-test settings: {e}") from None
 
 def expected_endpoints(settings: LoadSettings) -> list[str]:
     """The request names a run in this mode produces: SLO entries for these must have been measured."""
