@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -197,16 +198,17 @@ def _is_text_column(s: pd.Series) -> bool:
     return pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty")
 
 
-class FieldLimit:
+class FieldLimit(ABC):
     field: str
     required: bool = False
 
+    @abstractmethod
     def value(self, v: Any) -> Any:
         """The checked, normalised value (None = absent); raises EventError(field, reason)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def column(self, s: pd.Series) -> Column:
-        raise NotImplementedError
+        """`value` over a whole column: (values, reason per row, how many values were repaired)."""
 
     def _empty(self) -> None:
         if self.required:
@@ -258,8 +260,9 @@ class IdLimit(FieldLimit):
             col = pd.Series(out, index=s.index).astype("string")
         elif _is_text_column(s):
             col = _strings(s)
-        else:
-            return _each(self, s)
+        else:  # JSON values of mixed types
+            values, reasons, _ = _each(self, s)
+            return values, reasons, sum(isinstance(v, str) and len(v.strip()) > ID_MAX_CHARS for v in s.tolist())
         too_long = (col.str.len() > ID_MAX_CHARS).fillna(False).to_numpy(dtype=bool)
         out_col = col.astype(object).where(col.notna(), None)
         if too_long.any():

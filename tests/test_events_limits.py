@@ -15,9 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from seqguard.configfile import field_errors
-from seqguard.events import EVENT_FIELDS, Event
+from seqguard.events import EVENT_FIELDS, ID_CLIPPED, Event, clip_identifier
 from seqguard.io import read_events
-from tests.event_cases import CASES, Case
+from tests.event_cases import BASE, CASES, LONG, Case
 
 
 def _plain(v: Any) -> Any:
@@ -94,3 +94,12 @@ def test_one_file_of_all_cases_answers_as_the_api(fmt: str, tmp_path: Path) -> N
     for case, outcome in zip(cases, got, strict=True):
         expected(case, outcome)
         assert outcome[0] == api_outcome(case.event)[0], case.name
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_clipped_ids_are_kept_and_counted(fmt: str, tmp_path: Path) -> None:
+    # In JSONL the column mixes an integer with text (the per-value path); in CSV it is all text (the fast path).
+    events = [{**BASE, "item_id": LONG}, {**BASE, "item_id": 5 if fmt == "jsonl" else "5"}, {**BASE, "item_id": "i"}]
+    frame, report = read_events(write_file(tmp_path / f"e.{fmt}", events))
+    assert frame["item_id"].tolist() == [clip_identifier(LONG.strip()), "5", "i"]
+    assert report.fixed == {f"item_id: {ID_CLIPPED}": 1}
