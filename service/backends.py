@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from seqguard.contracts import ENSEMBLE_MODEL, MODEL_INPUTS, MODEL_OUTPUT, ensemble_output
+from seqguard.contracts import ENSEMBLE_MODEL, MODEL_OUTPUT, ensemble_output, infer_inputs
 from seqguard.features import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 log = logging.getLogger("seqguard.backend")
@@ -211,12 +211,7 @@ class TritonBackend:
 
         if not self.breaker.allow():
             raise BackendUnavailable("triton circuit open")
-        inputs = []
-        for spec in MODEL_INPUTS:
-            arr = np.ascontiguousarray(batch[spec.name], dtype=spec.numpy_dtype)
-            t = grpcclient.InferInput(spec.name, list(arr.shape), spec.triton_dtype)
-            t.set_data_from_numpy(arr)
-            inputs.append(t)
+        inputs = infer_inputs(batch, grpcclient)
         outputs = [grpcclient.InferRequestedOutput(ensemble_output(c)) for c in self.components]
         last: Exception | None = None
         for attempt in range(self.retries + 1):

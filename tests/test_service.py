@@ -18,6 +18,7 @@ from seqguard.features import encode_window
 from seqguard.io import events_to_frame
 from seqguard.scoring.scorer import Scorer
 from seqguard.sequences import iter_windows, sort_for_sequences
+from tests.event_cases import CASES
 from tests.support import ServerProcess, start_service
 
 pytestmark = pytest.mark.slow
@@ -290,8 +291,23 @@ def test_every_error_body_has_one_schema(service: str) -> None:
         assert 400 <= status < 500 and set(err) == ERROR_KEYS, (route, raw, status, err)
         assert all(set(d) == {"field", "reason"} for d in err["details"]), err
     status, err = post(service + "/score", {"events": [{"user_id": "u", "ts": "x", "event_type": "view"}]})
-    assert status == 400 and err["details"] == [{"field": "events.0.ts", "reason": "cannot parse 'x' as ISO 8601 or "
-                                                                                    "epoch time"}]
+    assert status == 400 and err["details"] == [{"field": "events.0.ts", "reason": "cannot parse as ISO 8601 or epoch "
+                                                                                    "time"}]
+
+
+def test_event_limits_answer_over_http_as_for_files(service: str) -> None:
+    """tests/event_cases.py's table, over HTTP (tests/test_events_limits.py runs it on files and the model): every
+    refused case in one request, each named by its place and field with the files' reason; the accepted ones score."""
+    refused = [c for c in CASES if c.error]
+    status, err = post(service + "/score", {"events": [c.event for c in refused]})
+    assert status == 400, err
+    assert sorted((d["field"], d["reason"]) for d in err["details"]) == sorted(
+        (f"events.{i}.{c.error[0]}", c.error[1]) for i, c in enumerate(refused) if c.error)
+    accepted = [c for c in CASES if c.ok is not None]
+    status, body = post(service + "/score", {"events": [c.event for c in accepted]})
+    assert status == 200, body
+    users = {c.ok.get("user_id", c.event["user_id"]) for c in accepted if c.ok is not None}
+    assert {r["entity_id"] for r in body["results"]} == users  # stripped, integer as text, long one clipped
 
 
 def test_rejected_requests_log_one_line_without_identifiers(service_process: tuple[ServerProcess, str]) -> None:
