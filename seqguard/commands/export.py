@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_models, add_out
 
 PARITY_EXIT_CODE = 3  # distinct from usage errors (2): the export ran and a gate refused the result
 
@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seqguard_ensemble and manifest.json. The repository is written to a temporary folder and moved into "
         "place only when every gate passed.",
     )
-    p.add_argument("--models", required=True, type=Path, help="checkpoint folder written by `seqguard train`")
-    p.add_argument("--out", required=True, type=Path, help="model repository to (re)write, e.g. triton_repo/")
+    add_models(p, "checkpoint folder written by `seqguard train`")
+    add_out(p, "model repository to (re)write, e.g. triton_repo/")
     p.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
                    help="cpu: python-backend models running ONNX Runtime (the wheel's tritonserver serves them); "
                    "gpu: onnxruntime_onnx models with TensorRT (+ a native plan where TensorRT and a GPU exist)")
@@ -32,8 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-mode", choices=("dynamic", "static"), default="static",
                    help="cpu int8: static (default; calibrated on the checkpoint's validation windows, so a window's "
                         "score does not depend on its batch) or dynamic (one activation scale per batch)")
-    p.add_argument("--graph-opt", choices=("auto", "none", "fused"), default="auto",
-                   help="ORTOptimizer fusions for BERT on the cpu target: auto keeps them only if measurably faster")
+    p.add_argument("--graph-opt", choices=("auto", "none", "fused", "timed"), default="auto",
+                   help="ORTOptimizer fusions for BERT on the cpu target: auto (default) = the plain graph, a rule, "
+                        "so the same checkpoint and flags give a byte-identical repository; fused; or timed (fused "
+                        "only if measurably faster on THIS machine; the timings go into the manifest)")
     p.add_argument("--instances", type=int, default=1, help="model instances per served model (default 1)")
     p.add_argument("--max-batch", type=int, default=64, help="Triton max_batch_size (default 64)")
     p.add_argument("--intra-op-threads", type=int, default=None,

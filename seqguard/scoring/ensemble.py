@@ -27,13 +27,13 @@ training windows' scores, and thresholds are 1 - target FPR, i.e. the share of (
 decision flags. A label-free checkpoint combines the percentiles of every label-free component: the detector, the
 isolation forest on the same aggregates (`isolation`, kept with the ensemble; also in the degraded stacker, as it
 needs no model backend) and the surprise model `unsupervised_sequence`. The combination ("tail", see
-`combine_percentiles`) is the mean of the components' -log tail shares -log(1 - p), scaled to [0, 1]: Fisher's way
-of pooling p-values, so one component far out in its tail counts (a plain mean of percentiles lets two ordinary components
-pull a window that one finds extreme back into the crowd; on the evaluation suite it lost to the isolation forest
-alone). Thresholds are the matching quantiles of the combined score on the training windows. Each label-free
-component keeps a quantile grid of its training-window scores (`reference`), so its component score is a percentile
-too. Labels of one class only are an error, never a silent
-fallback to the detector. Everything is plain JSON: no pickles.
+`combine_percentiles`) is the mean of the components' -log tail shares -log(1 - p), scaled to [0, 1]: Fisher's
+way of pooling p-values, so one component far out in its tail counts (a plain mean of percentiles lets two ordinary
+components pull a window that one finds extreme back into the crowd; on the evaluation suite it lost to the
+isolation forest alone). Thresholds are the matching quantiles of the combined score on the training windows.
+Each label-free component keeps a quantile grid of its training-window scores (`reference`), so its component score
+is a percentile too. Labels of one class only are an error, never a silent fallback to the detector. Everything is
+plain JSON: no pickles.
 """
 
 from __future__ import annotations
@@ -76,12 +76,9 @@ def logit_margin(logits: np.ndarray) -> np.ndarray:
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
+    # exp(-|z|) is exp(-z) where z >= 0 and exp(z) elsewhere: the same two stable forms, without boolean indexing.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def unsupervised_input(score: np.ndarray) -> np.ndarray:
