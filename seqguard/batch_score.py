@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from seqguard.config import SequenceConfig
 from seqguard.contracts import CHECKPOINT_INDEX, MANIFEST_FILE
+from seqguard.crossentity import frame_cross_features
 from seqguard.events import EVENT_FIELDS, ID_FIELDS
 from seqguard.features import encode_window
 from seqguard.io import (
@@ -201,8 +202,9 @@ class BatchScorer:
             return schema.empty_table().to_pandas()
         idx = window_index(ordered, self.cfg, self.every)
         cols = columns_from_frame(ordered)
-        windows = [Window(str(ent), encode_window(cols.slice(int(s), int(e)), self.cfg), int(e - s))
-                   for ent, s, e in zip(idx.entity_id, idx.start, idx.end, strict=True)]
+        cross = frame_cross_features(ordered[self.cfg.entity_key].to_numpy(dtype=object), cols, idx.start, idx.end)
+        windows = [Window(str(ent), encode_window(cols.slice(int(s), int(e)), self.cfg, cross[i]), int(e - s))
+                   for i, (ent, s, e) in enumerate(zip(idx.entity_id, idx.start, idx.end, strict=True))]
         results: list[dict[str, Any]] = []
         try:
             for group in self._engine_calls(windows):
