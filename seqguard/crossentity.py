@@ -292,5 +292,8 @@ def presence(cols: EventColumns) -> dict[str, Any]:
     constant = [n for n, ok in (("xe_accounts_per_device", has_dev), ("xe_devices_per_account", has_dev),
                                 ("xe_new_devices", has_dev), ("xe_accounts_per_ip", has_ip),
                                 ("xe_ips_per_account", has_ip), ("xe_new_ips", has_ip)) if not ok]
-    return {"device_id_present": has_dev, "ip_present": has_ip, "constant_features": constant}
+    missing = [n for n, ok in (("device_id", has_dev), ("ip", has_ip)) if not ok]
+    note = (f"{' and '.join(missing)} absent from the data: {', '.join(constant)} are constant (0)"
+            if missing else "")
+    return {"device_id_present": has_dev, "ip_present": has_ip, "constant_features": constant, "note": note}
 

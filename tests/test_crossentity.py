@@ -188,6 +188,7 @@ def test_no_device_or_ip_makes_those_features_constant_and_says_so() -> None:
     info = presence(cols)
     assert not info["device_id_present"] and not info["ip_present"]
     assert set(info["constant_features"]) == set(CROSS_FEATURE_NAMES) - {"xe_first_payment_log_s"}
+    assert info["note"].startswith("device_id and ip absent from the data: xe_accounts_per_device")
     assert (feats[:, :6] == 0).all()
     assert (feats[:, 6] >= 0).any()  # the payment timing still works on such data
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from seqguard.config import SequenceConfig
+from seqguard.crossentity import frame_cross_features
 from seqguard.features import encode_window
 from seqguard.io import events_to_frame
 from seqguard.scoring.scorer import Scorer
-from seqguard.sequences import iter_windows, sort_for_sequences
+from seqguard.sequences import columns_from_frame, iter_windows, sort_for_sequences, window_index
 from tests.support import ServerProcess, start_service
 
 pytestmark = pytest.mark.slow
@@ -93,9 +94,13 @@ def offline_scores(repo: Path, events: list[dict[str, Any]]) -> dict[str, float]
     cfg = SequenceConfig.model_validate(manifest.sequence_config)
     frame = sort_for_sequences(events_to_frame([_event(e) for e in events]), cfg)
     ents, encs = [], []
-    for ent, _, _, cols in iter_windows(frame, cfg, "entity"):
+    # Cross-entity features over the request's events, as the service computes them for a /score request.
+    idx = window_index(frame, cfg, "entity")
+    all_cols = columns_from_frame(frame)
+    cross = frame_cross_features(frame[cfg.entity_key].to_numpy(dtype=object), all_cols, idx.start, idx.end)
+    for i, (ent, _, _, cols) in enumerate(iter_windows(frame, cfg, "entity")):
         ents.append(ent)
-        encs.append(encode_window(cols, cfg))
+        encs.append(encode_window(cols, cfg, cross[i]))
     from seqguard.features import pad_batch
 
     batch = pad_batch(encs)
