@@ -271,12 +271,14 @@ def window_only_features(cols: EventColumns) -> np.ndarray:
     return cross_features("_", cols, index.get(window_keys("_", cols)))
 
 
-def frame_cross_features(entity: np.ndarray, cols: EventColumns, starts: np.ndarray,
-                         ends: np.ndarray) -> np.ndarray:
+def frame_cross_features(entity: np.ndarray, cols: EventColumns, starts: np.ndarray, ends: np.ndarray,
+                         index: CrossIndex | None = None) -> np.ndarray:
     """Batch: the features of windows [start, end) of an entity-sorted frame (`entity` per row), each as of its own
-    last event: the index holds the whole frame, the query counts only what was first seen by then."""
-    index = CrossIndex()
-    index.add_all(frame_updates(entity, cols))
+    last event: the index holds the whole frame, the query counts only what was first seen by then. `index`: one
+    built over more than this frame (a file scored bucket by bucket: every bucket reads the whole file's index)."""
+    if index is None:
+        index = CrossIndex()
+        index.add_all(frame_updates(entity, cols))
     out = np.empty((len(starts), len(CROSS_FEATURE_NAMES)), dtype=np.float32)
     for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         win = cols.slice(int(s), int(e))
