@@ -87,7 +87,8 @@ def updates(entity: str, cols: EventColumns) -> Iterator[tuple[str, str, str, fl
         yield kind, key, member, t
 
 
-_PAYMENT_TYPES = frozenset({"purchase", "payment_attempt"})
+PAYMENT_EVENT_TYPES = ("purchase", "payment_attempt")  # payment_attempt covers the failed ones (payment_failed)
+_PAYMENT_TYPES = frozenset(PAYMENT_EVENT_TYPES)
 
 
 def event_updates(entity: str, events: Iterable[Any]) -> Iterator[tuple[str, str, str, float]]:
