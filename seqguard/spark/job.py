@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -248,17 +249,18 @@ def _cross_rows(events: Any, key: str) -> list[tuple[str, str, str, float]]:
     return rows
 
 
-_CROSS_INDEXES: dict[int, CrossIndex] = {}
+_CROSS_INDEXES: dict[str, CrossIndex] = {}
 
 
-def _cross_index(broadcast: Any) -> CrossIndex:
-    """One index per broadcast per Python worker (built on the worker's first group; the last job's only)."""
-    if broadcast.id not in _CROSS_INDEXES:
+def _cross_index(token: str, broadcast: Any) -> CrossIndex:
+    """One index per job (`token`, made on the driver) per Python worker, built on the worker's first group; only
+    the latest job's is kept."""
+    if token not in _CROSS_INDEXES:
         _CROSS_INDEXES.clear()
         index = CrossIndex()
         index.add_all(broadcast.value)
-        _CROSS_INDEXES[broadcast.id] = index
-    return _CROSS_INDEXES[broadcast.id]
+        _CROSS_INDEXES[token] = index
+    return _CROSS_INDEXES[token]
 
 
 def score(df: Any, models: str | Path, level: str = "window", every: str = "day", aggregation: str | None = None,
@@ -294,7 +296,10 @@ def score(df: Any, models: str | Path, level: str = "window", every: str = "day"
     # Cross-entity features need every bucket's devices and IPs and every event, not only the last max_events:
     # Spark takes the first-seen minima over all events, the driver collects them (a few rows per entity, device and
     # IP) and ships them to every group, which reads them as `seqguard score` reads its whole-file index.
+    # Persisted: the aggregations and the scoring then read one validation pass (its row counts count each row once).
+    events = events.persist()
     cross_rows = spark.sparkContext.broadcast(_cross_rows(events, key))
+    cross_token = uuid.uuid4().hex
     # Only the last max_events events of each entity-day (every=day) or entity (every=entity) can be in a window;
     # Spark applies this row_number limit partly before the shuffle (its window group limit).
     part = [F.col(key)] + ([F.floor(F.col("ts") / 86400.0)] if every == "day" else [])
@@ -308,7 +313,7 @@ def score(df: Any, models: str | Path, level: str = "window", every: str = "day"
     def run(pdf):
         scorer = _scorer(SparkFiles.get(name), every, level, aggregation, threads)
         pdf = pdf.sort_values(["_file", "_row"], kind="stable").drop(columns=["_file", "_row", "_bucket"])
-        return scorer.score_frame(pdf.reset_index(drop=True), cross_index=_cross_index(cross_rows))
+        return scorer.score_frame(pdf.reset_index(drop=True), cross_index=_cross_index(cross_token, cross_rows))
 
     return events.groupBy("_bucket").applyInPandas(run, schema)
 
