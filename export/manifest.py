@@ -1,9 +1,18 @@
-"""manifest.json content for an exported repository (the model and its check live in seqguard.manifest)."""
+"""manifest.json content for an exported repository (the model and its check live in seqguard.manifest).
+
+The manifest is a function of the checkpoint, the flags and the build environment (library versions, the CPU
+family the gates ran on, the core count behind the default thread setting), never of the clock: `created_at` is
+the content's time (SOURCE_DATE_EPOCH, else the checkpoint's own `created`), and the ORT latencies the export
+measures are printed, not written. The same checkpoint and flags therefore give a byte-identical repository,
+manifest.json included (docs/reproducible_export.md).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +47,34 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def content_time(ckpt: Checkpoint, environ: Mapping[str, str] = os.environ) -> str:
+    """`created_at`: SOURCE_DATE_EPOCH when set (the reproducible-builds convention: a release pins the time), else
+    the checkpoint's `created` (the content's time, not the build's), else the mtime of its checkpoint.json.
+    Raises ValueError naming the variable when SOURCE_DATE_EPOCH is not a whole number of seconds."""
+    raw = environ.get("SOURCE_DATE_EPOCH")
+    if raw is not None and raw.strip() != "":
+        try:
+            seconds = int(raw.strip())
+            if seconds < 0:
+                raise ValueError
+            return datetime.fromtimestamp(seconds, UTC).strftime(TIME_FORMAT)
+        except (ValueError, OverflowError, OSError):
+            raise ValueError(f"SOURCE_DATE_EPOCH={raw!r}: must be a whole, non-negative number of seconds since "
+                             "1970-01-01 UTC (e.g. `git log -1 --format=%ct`)") from None
+    created = ckpt.index.get("created")
+    if isinstance(created, str):
+        try:
+            stamp = datetime.fromisoformat(created)
+            return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).astimezone(UTC).strftime(TIME_FORMAT)
+        except ValueError:
+            pass  # a hand-written checkpoint.json: fall through to the file's own time
+    mtime = (ckpt.root / "checkpoint.json").stat().st_mtime
+    return datetime.fromtimestamp(int(mtime), UTC).strftime(TIME_FORMAT)
+
+
 def _json_safe(obj: Any) -> Any:
     """NaN / inf are not JSON: the manifest carries null instead."""
     if isinstance(obj, float):
@@ -57,7 +94,7 @@ def _thresholds(ensemble: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def build_manifest(repo: Path, ckpt: Checkpoint, opts: Any, settings: Any, flavor: str | None,
-                   results: list[Any]) -> Manifest:
+                   results: list[Any], created_at: str) -> Manifest:
     ensemble = json.loads((repo / ENSEMBLE_FILE).read_text())
     backend = "python" if opts.target == "cpu" else "onnxruntime"
     # The settings common to every model (per-model node counts live in the components).
@@ -67,12 +104,15 @@ def build_manifest(repo: Path, ckpt: Checkpoint, opts: Any, settings: Any, flavo
         ComponentEntry(
             name=r.name, kind=r.kind, triton_model=r.name, backend=backend, precision=r.precision,
             file=f"{r.name}/1/model.onnx", size_bytes=r.size_bytes, ensemble_output=ensemble_output(r.name),
-            plan=r.plan, quantization=r.quantization, parity=_json_safe(r.parity), latency_ms=r.latency,
+            plan=r.plan, quantization=r.quantization, parity=_json_safe(r.parity),
+            # Latency is a property of the machine and the moment: printed by the export, not pinned in the
+            # repository. Only `--graph-opt timed` records the measurements that chose its graph.
+            latency_ms=r.graph_timing or {},
         )
         for r in results
     ]
     manifest = Manifest(
-        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=created_at,
         model_version=f"{ckpt.version}+{opts.target}.{opts.precision}",
         checkpoint_version=ckpt.version,
         sequence_config=ckpt.sequence_config.model_dump(mode="json"),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from export.checkpoint import Calibration, Checkpoint, ModelEntry
+from export.manifest import build_manifest, content_time
 from export.onnx_export import DEFAULT_OPSET, ExportError, export_model, load_torch_model, optimize_bert, torch_logits
 from export.parity import GateReport, ParityError, decider, fp32_gate, latency_ms, ort_logits, ort_session, reduced_gate
 from export.quantize import (
@@ -39,8 +40,15 @@ from seqguard.manifest import MANIFEST_FILE, verify_repository
 Log = Callable[[str], None]
 PRECISIONS = ("fp32", "int8", "fp16")
 TARGETS = ("cpu", "gpu")
-GRAPH_OPTS = ("auto", "none", "fused")
-FUSED_MIN_GAIN = 0.10  # keep a fused graph only when it is at least this much faster
+GRAPH_OPTS = ("auto", "none", "fused", "timed")
+# `auto` is a rule on the flags, never a clock, so that the same checkpoint and flags give the same repository: the
+# plain graph, for every model, target and precision. Why plain: static QDQ int8 (the CPU default) and TensorRT cannot
+# take the fused contrib ops at all, and where the fused graph is possible (BERT, fp32 or dynamic int8, CPU) it was
+# not faster where it matters: at batch 32 with one thread, fused / plain = 0.99 (16 wide), 1.20 (32 wide) and
+# 1.22 fp32 / 1.10 dynamic int8 on the demo BERT (2 x 128), on an AVX-512 VNNI EPYC (docs/reproducible_export.md).
+# The build machine is not the serving machine either, so a timing taken here says little about the CPU that serves.
+AUTO_GRAPH = "none"
+FUSED_MIN_GAIN = 0.10  # `--graph-opt timed`: keep a fused graph only when it is at least this much faster
 
 
 class ExportOptionsError(ValueError):
@@ -59,6 +67,8 @@ class ExportOptions:
     # cpu only; the gpu target's int8 is always static QDQ (what TensorRT consumes). Static by default: dynamic int8
     # takes one activation scale per batch, so a window's score would depend on what shares its batch.
     int8_mode: str = "static"
+    # auto = AUTO_GRAPH (a rule); none / fused by name; timed = measured on this machine at batch 32 and recorded in
+    # the manifest, the one choice that makes the repository depend on the clock (named, never the default).
     graph_opt: str = "auto"
     opset: int = DEFAULT_OPSET
     instances: int = 1
@@ -98,6 +108,7 @@ class ModelResult:
     latency: dict[str, float]
     quantization: dict[str, Any] | None = None
     plan: dict[str, str] | None = None
+    graph_timing: dict[str, float] | None = None  # --graph-opt timed: the measurements that chose the graph
 
 
 @dataclass
@@ -142,6 +153,7 @@ class _ModelExport:
         self.flavor = flavor
         self.log = log
         self.batches = calib.chunks(64)
+        self.graph_timing: dict[str, float] | None = None
 
     def reduce(self, fp32: Path, tag: str) -> tuple[Path, dict[str, Any] | None]:
         """The served-precision file made from the fp32 graph `fp32`."""
@@ -168,12 +180,12 @@ class _ModelExport:
         return dst, quant
 
     def choose_graph(self, raw: Path) -> tuple[Path, str, Path, dict[str, Any] | None]:
-        """(fp32 graph, "none"|"fused", served file, quantization settings): fused only for BERT on the CPU, and in
-        auto mode only when the served-precision fused model is clearly faster at batch 32."""
+        """(fp32 graph, "none"|"fused", served file, quantization settings): fused only for BERT on the CPU when
+        named, or in timed mode when the served-precision fused model is clearly faster at batch 32 here."""
         served, quant = self.reduce(raw, "plain")
-        mode = self.opts.graph_opt
+        mode = AUTO_GRAPH if self.opts.graph_opt == "auto" else self.opts.graph_opt
         static = self.opts.precision == "int8" and self.opts.int8_mode == "static"
-        if self.opts.target != "cpu" or self.entry.kind != "bert" or mode == "none" or (static and mode == "auto"):
+        if self.opts.target != "cpu" or self.entry.kind != "bert" or mode == "none" or (static and mode == "timed"):
             # Static QDQ wants the plain graph: calibration cannot type the fused contrib ops' tensors.
             return raw, "none", served, quant
         try:
@@ -191,8 +203,9 @@ class _ModelExport:
         t_plain = _min_latency(ort_session(served, threads), feed)
         t_fused = _min_latency(ort_session(fused_served, threads), feed)
         keep = t_fused <= (1.0 - FUSED_MIN_GAIN) * t_plain
-        self.log(f"  graph optimisation: plain {t_plain:.1f} ms, fused {t_fused:.1f} ms at batch 32 -> "
-                 f"{'fused' if keep else 'plain'}")
+        self.graph_timing = {"plain_batch32": t_plain, "fused_batch32": t_fused}
+        self.log(f"  graph optimisation (timed): plain {t_plain:.1f} ms, fused {t_fused:.1f} ms at batch 32 -> "
+                 f"{'fused' if keep else 'plain'} (recorded in the manifest; this repository depends on the timing)")
         return (fused, "fused", fused_served, fused_quant) if keep else (raw, "none", served, quant)
 
     def run(self, scorer: Any | None, fp32_logits: dict[str, np.ndarray]) -> tuple[ModelResult, Path]:
@@ -229,7 +242,8 @@ class _ModelExport:
         lat = {f"batch{b}": latency_ms(session, self.calib.repadded(list(range(b)))) for b in (1, 32)}
         self.log(f"  ORT latency ({threads} thread(s)): batch 1 {lat['batch1']:.2f} ms, "
                  f"batch 32 {lat['batch32']:.2f} ms")
-        result = ModelResult(e.name, e.kind, opts.precision, served.stat().st_size, graph, report.figures, lat, quant)
+        result = ModelResult(e.name, e.kind, opts.precision, served.stat().st_size, graph, report.figures, lat, quant,
+                             graph_timing=self.graph_timing)
         return result, served
 
 
@@ -301,6 +315,10 @@ def run_export(opts: ExportOptions, log: Log = print) -> ExportResult:
     out = opts.out.resolve()
     _check_out(out)
     ckpt = Checkpoint.open(opts.models)  # CheckpointError names the missing path
+    try:
+        created_at = content_time(ckpt)
+    except ValueError as e:
+        raise ExportOptionsError(str(e)) from None
     calib = ckpt.calibration()
     flavor = None
     if opts.target == "cpu":
@@ -343,9 +361,7 @@ def run_export(opts: ExportOptions, log: Log = print) -> ExportResult:
             results.append(result)
         write_ensemble(tmp, [m.name for m in ckpt.models], settings)
         _copy_service_files(ckpt, tmp)
-        from export.manifest import build_manifest
-
-        manifest = build_manifest(tmp, ckpt, opts, settings, flavor, results)
+        manifest = build_manifest(tmp, ckpt, opts, settings, flavor, results, created_at)
         verify_repository(tmp)  # the finished repository must pass the service's own start-up check
         _swap_into_place(tmp, out)
     except BaseException:

@@ -97,7 +97,7 @@ def test_cpu_int8_repository(cpu_repo: tuple[Path, str]) -> None:
         assert c.parity["onnx_vs_torch_max_abs"] <= 1e-4
         assert c.parity["decision_agreement"] >= 0.99
         assert c.parity["decision_basis"] == "ensemble"  # the checkpoint's stacker uses both models
-        assert c.latency_ms["batch1"] > 0 and c.latency_ms["batch32"] > 0
+        assert c.latency_ms == {}  # measured and printed (the table below), never pinned: reproducible repository
         assert (repo / c.name / "1" / "model.py").is_file()
     # The service needs only the repository: scorer files, tokenizer and sequence config are inside it.
     for name in ("ensemble.json", "rules.yaml", "unsupervised.json", "sequence_config.json", "tokenizer.json"):
@@ -111,6 +111,7 @@ def test_cpu_int8_repository(cpu_repo: tuple[Path, str]) -> None:
     table = stdout.split("\n\n")[-1]
     assert table.splitlines()[0].split()[:3] == ["model", "precision", "graph"]
     assert all(any(line.startswith(m) and " int8 " in line for line in table.splitlines()) for m in MODELS)
+    assert all(float(line.split()[-1]) > 0 for line in table.splitlines()[2:])  # ORT batch-32 ms
 
 
 def test_cpu_configs(cpu_repo: tuple[Path, str]) -> None:
