@@ -17,10 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.common import Samples, log
-from seqguard.contracts import ENSEMBLE_MODEL, MODEL_INPUTS, ensemble_output
+from seqguard.contracts import ENSEMBLE_MODEL, ensemble_output, infer_inputs
 from seqguard.features import Encoded, pad_batch
 
 _METRIC = re.compile(r'^(nv_inference_request_success|nv_inference_exec_count)\{model="([^"]+)",version="[^"]*"\}'
@@ -52,17 +50,7 @@ def _batch_sizes(before: dict[tuple[str, str], float], after: dict[tuple[str, st
 def _requests(windows: list[Encoded], pad_to: int | None) -> list[list[Any]]:
     import tritonclient.grpc.aio as grpcclient
 
-    pool = []
-    for e in windows:
-        batch = pad_batch([e], pad_to=pad_to)
-        inputs = []
-        for spec in MODEL_INPUTS:
-            arr = np.ascontiguousarray(batch[spec.name], dtype=spec.numpy_dtype)
-            t = grpcclient.InferInput(spec.name, list(arr.shape), spec.triton_dtype)
-            t.set_data_from_numpy(arr)
-            inputs.append(t)
-        pool.append(inputs)
-    return pool
+    return [infer_inputs(pad_batch([e], pad_to=pad_to), grpcclient) for e in windows]
 
 
 async def _closed_loop(url: str, pool: list[list[Any]], outputs: list[str], concurrency: int, duration_s: float,

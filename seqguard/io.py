@@ -26,18 +26,17 @@ from seqguard.configfile import load_model
 from seqguard.events import (
     EPOCH_MS_THRESHOLD,
     EVENT_FIELDS,
-    EVENT_TYPES,
-    ID_FIELDS,
-    ID_MAX_CHARS,
+    FIELD_LIMITS,
+    ID_CLIPPED,
+    MISSING,
     OPTIONAL_FIELDS,
-    PAYMENT_STATUSES,
-    PRICE_MAX,
-    QUANTITY_MAX,
     REQUIRED_FIELDS,
-    TEXT_MAX_CHARS,
     TS_MAX,
     TS_MIN,
-    clip_identifier,
+    TS_NO_OFFSET,
+    TS_OUT_OF_RANGE,
+    TS_UNPARSEABLE,
+    IdLimit,
 )
 
 LABEL_COLUMNS: tuple[str, ...] = ("is_anomaly", "scenario")
@@ -269,32 +268,10 @@ def apply_column_mapping(raw: pd.DataFrame, mapping: ColumnMapping | None, p: Pa
 
 
 def normalize_ids(s: pd.Series) -> tuple[pd.Series, int]:
-    """Identifiers as seqguard keeps them: strings (see _as_str_or_none), over-long ones clipped to head + hash
-    (seqguard.events.clip_identifier). Returns the column and how many values were clipped."""
-    col = _as_str_or_none(s)
-    too_long = col.map(lambda v: v is not None and len(v) > ID_MAX_CHARS).to_numpy(dtype=bool)
-    if too_long.any():
-        col = col.copy()
-        col[too_long] = [clip_identifier(v) for v in col[too_long]]
-    return col, int(too_long.sum())
-
-
-def _as_str_or_none(s: pd.Series) -> pd.Series:
-    """IDs as strings; integral floats (1234.0 from a numeric column) without the '.0'."""
-    if pd.api.types.is_float_dtype(s):
-        vals = s.to_numpy()
-        out = np.empty(len(vals), dtype=object)
-        finite = np.isfinite(vals)
-        integral = finite & (np.floor(vals) == vals)
-        out[:] = None
-        out[integral] = vals[integral].astype(np.int64).astype(str)
-        out[finite & ~integral] = vals[finite & ~integral].astype(str)
-        return pd.Series(out, index=s.index, dtype=object)
-    if pd.api.types.is_integer_dtype(s) or pd.api.types.is_bool_dtype(s):
-        return s.astype(str).astype(object)
-    st = s.astype("string").str.strip()
-    st = st.mask(st == "")
-    return st.astype(object).where(st.notna(), None)
+    """Identifiers as seqguard keeps them (seqguard.events.IdLimit): text, integer ids without a '.0', over-long ones
+    clipped to head + hash, None where absent or not an identifier. Returns the column and how many were clipped."""
+    values, _, clipped = IdLimit("id").column(s)
+    return values, clipped
 
 
 _OFFSET_RE = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
@@ -311,7 +288,7 @@ def parse_ts_column(s: pd.Series, unit_fixed: bool = False) -> tuple[np.ndarray,
         else:
             out = s.dt.tz_convert("UTC").astype("int64").to_numpy() / 1e9
             out[s.isna().to_numpy()] = np.nan
-            reason[s.isna().to_numpy()] = "missing"
+            reason[s.isna().to_numpy()] = MISSING
         return _check_ts_bounds(out, reason)
     missing = s.isna().to_numpy()
     numeric = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float)
@@ -332,9 +309,13 @@ def parse_ts_column(s: pd.Series, unit_fixed: bool = False) -> tuple[np.ndarray,
         if ok.any():
             vals[ok] = parsed[ok].astype("int64").to_numpy() / 1e9
         out[text_idx] = vals
-        bad_reason = np.where(has_offset, "cannot parse as ISO 8601 or epoch time", "ISO timestamp has no UTC offset")
+        # Without an offset it is refused either way; the reason says whether adding one would do. Blank text is a
+        # missing timestamp, as in the API.
+        naive = pd.to_datetime(texts.where(~has_offset), format="ISO8601", errors="coerce").notna().to_numpy()
+        bad_reason = np.where(naive & ~has_offset, TS_NO_OFFSET, TS_UNPARSEABLE).astype(object)
+        bad_reason[(texts == "").to_numpy()] = MISSING
         reason[text_idx[~ok]] = bad_reason[~ok]
-    reason[missing] = "missing"
+    reason[missing] = MISSING
     return _check_ts_bounds(out, reason)
 
 
@@ -342,7 +323,7 @@ def _check_ts_bounds(out: np.ndarray, reason: np.ndarray) -> tuple[np.ndarray, n
     lo, hi = TS_MIN.timestamp(), TS_MAX.timestamp()
     finite = np.isfinite(out)
     oob = finite & ((out < lo) | (out >= hi))
-    reason[oob & (reason == "")] = f"outside {TS_MIN.year}..{TS_MAX.year}"
+    reason[oob & (reason == "")] = TS_OUT_OF_RANGE
     out[oob] = np.nan
     return out, reason
 
@@ -374,62 +355,25 @@ def validate_frame(
         if fname not in frame.columns:
             raise DataError(f"{path}: required column {fname!r} is missing (columns: {list(frame.columns)[:20]})")
 
-    for fname in ID_FIELDS:
-        if fname in frame.columns:
-            col, clipped = normalize_ids(frame[fname])
-            if clipped:
-                report.fixed[f"{fname}: longer than {ID_MAX_CHARS} characters, clipped to head + hash"] += clipped
-        else:
-            col = pd.Series(np.full(n, None, dtype=object), index=frame.index)
-        out[fname] = col
-    flag(out["user_id"].isna().to_numpy(), "user_id", "missing")
-
     ts, ts_reason = parse_ts_column(frame["ts"], unit_fixed=bool(frame.get("ts_unit_fixed", pd.Series([False])).any()))
-    flag(ts_reason != "", "ts", ts_reason)
     out["ts"] = ts
-
-    et = frame["event_type"].astype(object).where(frame["event_type"].notna(), None)
-    et = et.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
-    flag(et.isna().to_numpy(), "event_type", "missing")
-    unknown = et.notna().to_numpy() & ~et.isin(EVENT_TYPES).to_numpy()
-    flag(unknown, "event_type", "unknown event type")
-    out["event_type"] = et
-
-    if "price" in frame.columns:
-        price = pd.to_numeric(frame["price"], errors="coerce").to_numpy(dtype=float)
-        given = frame["price"].notna().to_numpy()
-        flag(given & np.isnan(price), "price", "not a number")
-        flag(given & ~np.isnan(price) & ((price < 0) | (price > PRICE_MAX) | ~np.isfinite(price)), "price",
-             f"outside 0..{PRICE_MAX:g}")
-        out["price"] = price
-    else:
-        out["price"] = np.nan
-    if "quantity" in frame.columns:
-        q = pd.to_numeric(frame["quantity"], errors="coerce")
-        given = frame["quantity"].notna().to_numpy()
-        qv = q.to_numpy(dtype=float)
-        flag(given & np.isnan(qv), "quantity", "not a number")
-        bad = given & ~np.isnan(qv) & ((qv < 1) | (qv > QUANTITY_MAX) | (np.floor(qv) != qv))
-        flag(bad, "quantity", f"not an integer in 1..{QUANTITY_MAX}")
-        out["quantity"] = pd.array(np.where(np.isnan(qv) | bad, np.nan, qv), dtype="Float64").astype("Int64")
-    else:
-        out["quantity"] = pd.array([pd.NA] * n, dtype="Int64")
-    if "payment_status" in frame.columns:
-        ps = frame["payment_status"].astype(object).where(frame["payment_status"].notna(), None)
-        ps = ps.map(lambda v: str(v).strip().lower() if v is not None else None)
-        flag(ps.notna().to_numpy() & ~ps.isin(PAYMENT_STATUSES).to_numpy(), "payment_status",
-             "must be success or failed")
-        out["payment_status"] = ps
-    else:
-        out["payment_status"] = None
-    if "text" in frame.columns:
-        tx = frame["text"].astype(object).where(frame["text"].notna(), None)
-        tx = tx.map(lambda v: str(v) if v is not None else None)
-        flag(tx.map(lambda v: v is not None and len(v) > TEXT_MAX_CHARS).to_numpy(dtype=bool), "text",
-             f"longer than {TEXT_MAX_CHARS} characters")
-        out["text"] = tx
-    else:
-        out["text"] = None
+    # Every other field through its limit (seqguard.events.FIELD_LIMITS: the same checks and reasons as the API).
+    # A row's first problem, in the order of the fields, is the one reported.
+    for fname in EVENT_FIELDS:
+        if fname == "ts":
+            flag(ts_reason != "", "ts", ts_reason)
+            continue
+        limit = FIELD_LIMITS[fname]
+        if fname not in frame.columns:
+            out[fname] = np.nan if fname == "price" else None
+            continue
+        values, reasons, repaired = limit.column(frame[fname])
+        flag(reasons != "", fname, reasons)
+        if repaired:
+            report.fixed[f"{fname}: {ID_CLIPPED}"] += repaired
+        out[fname] = values
+    out["quantity"] = pd.array(pd.to_numeric(out["quantity"], errors="coerce"), dtype="Float64").astype("Int64")
+    out["price"] = pd.to_numeric(out["price"], errors="coerce").astype(float)
 
     for lab in LABEL_COLUMNS:
         if lab in frame.columns:

@@ -17,11 +17,12 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from seqguard.contracts import ENSEMBLE_MODEL, MODEL_INPUTS, MODEL_OUTPUT, ensemble_output
+from seqguard.contracts import ENSEMBLE_MODEL, MODEL_OUTPUT, ensemble_output, infer_inputs
+from seqguard.features import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 log = logging.getLogger("seqguard.backend")
 
@@ -51,13 +52,48 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+def lone_row_exact(session: Any, vocab_size: int, max_len: int, per_length: int = 4, seed: int = 0) -> bool:
+    """Whether `session` computes a window alone (one row) bit-identically to the same window in a batch.
+
+    ONNX Runtime's CPU kernels take a matrix-vector path for a one-row float product, whose rounding can differ from
+    the batched path in the last bit. Whether a model has such a product depends on its graph: in a static-int8 BERT
+    every batch-sized product is an integer one (exact either way), while the GRU's recurrent step is a float
+    product over the batch. Probed once at start-up on padded random windows of every bucket length (row 0 of a
+    batch of 1 against a batch of 2); a model that differs anywhere keeps the copy for lone windows, which costs it
+    a second row (about twice the call)."""
+    rng = np.random.default_rng(seed)
+    names = {i.name for i in session.get_inputs()}
+    for length in sorted({*range(16, max_len + 1, 16), max_len}):  # every length bucket_length gives
+        for _ in range(per_length):
+            rows = []
+            for n in rng.integers(1, length - 1, size=2):  # tokens between [CLS] and [SEP]
+                ids = np.full(length, PAD_ID, dtype=np.int64)
+                ids[0], ids[n + 1] = CLS_ID, SEP_ID
+                ids[1 : n + 1] = rng.integers(MASK_ID + 1, vocab_size, size=n)
+                rows.append(ids)
+            ids = np.stack(rows)
+            full = {"input_ids": ids, "attention_mask": (ids != PAD_ID).astype(np.int64),
+                    "token_type_ids": np.zeros_like(ids)}
+            feed = {k: v for k, v in full.items() if k in names}
+            one = session.run([MODEL_OUTPUT.name], {k: v[:1] for k, v in feed.items()})[0]
+            two = session.run([MODEL_OUTPUT.name], feed)[0][:1]
+            if not np.array_equal(one, two):
+                return False
+    return True
+
+
 INLINE_TOKENS = 1024  # padded tokens per call up to which the embedded backend runs on the event loop
 
 
 class EmbeddedBackend:
     name = "embedded"
 
-    def __init__(self, onnx_files: dict[str, Path], intra_op_threads: int = 0) -> None:
+    # The batcher may send a lone window as one row: this backend adds the copy itself, only to the models whose
+    # one-row kernels round differently (service/batcher.py explains why the copy exists at all).
+    min_rows = 1
+
+    def __init__(self, onnx_files: dict[str, Path], intra_op_threads: int = 0, vocab_size: int | None = None,
+                 max_len: int = 128) -> None:
         import onnxruntime as ort
 
         self.components = list(onnx_files)
@@ -73,15 +109,24 @@ class EmbeddedBackend:
             for name, path in onnx_files.items()
         }
         self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
+        # Per model: does a lone window give the bits it gives inside a batch? (See lone_row_exact.) Unprobed models
+        # (no vocabulary given) are assumed not to, and get the copy.
+        self._lone_exact = {name: vocab_size is not None and lone_row_exact(s, vocab_size, max_len)
+                            for name, s in self.sessions.items()}
 
     async def ready(self) -> bool:
         return bool(self.sessions)
 
     def infer_sync(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
+        lone = len(batch["input_ids"]) == 1
         for name, sess in self.sessions.items():
             feed = {k: v for k, v in batch.items() if k in self._inputs[name]}
-            out[name] = np.asarray(sess.run([MODEL_OUTPUT.name], feed)[0], dtype=np.float32)
+            if lone and not self._lone_exact[name]:
+                feed = {k: np.concatenate([v, v]) for k, v in feed.items()}
+                out[name] = np.asarray(sess.run([MODEL_OUTPUT.name], feed)[0][:1], dtype=np.float32)
+            else:
+                out[name] = np.asarray(sess.run([MODEL_OUTPUT.name], feed)[0], dtype=np.float32)
         return out
 
     async def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,12 +211,7 @@ class TritonBackend:
 
         if not self.breaker.allow():
             raise BackendUnavailable("triton circuit open")
-        inputs = []
-        for spec in MODEL_INPUTS:
-            arr = np.ascontiguousarray(batch[spec.name], dtype=spec.numpy_dtype)
-            t = grpcclient.InferInput(spec.name, list(arr.shape), spec.triton_dtype)
-            t.set_data_from_numpy(arr)
-            inputs.append(t)
+        inputs = infer_inputs(batch, grpcclient)
         outputs = [grpcclient.InferRequestedOutput(ensemble_output(c)) for c in self.components]
         last: Exception | None = None
         for attempt in range(self.retries + 1):

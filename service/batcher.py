@@ -5,8 +5,9 @@ Determinism. Every window is padded to a length that depends only on its own len
 call only ever holds windows of one bucket, so a window is computed on exactly the same tensor row whatever else is
 in flight. A call never holds a single row either: ONNX Runtime's CPU kernels take a different (matrix-vector) path
 for one row, whose rounding differs from the batched path in the last bit, so a lone window is scored next to a copy
-of itself. With row-independent models (padding-invariant RNN, fp32 or static int8; see export/quantize.py) the
-score of a window is then bit-identical alone or in any company.
+of itself (the embedded backend adds that copy itself, only for the models whose one-row result it found to differ
+at start-up: backends.lone_row_exact). With row-independent models (padding-invariant RNN, fp32 or static int8; see
+export/quantize.py) the score of a window is then bit-identical alone or in any company.
 
 Fairness. Requests are queued as jobs; each backend call takes windows round-robin from every waiting job (one
 window per job per pass, up to `max_batch`), so a one-window request is in the next call even while large requests
@@ -87,9 +88,12 @@ class MicroBatcher:
         max_queue: int = 2048,
         on_batch: Callable[[int, float], None] | None = None,
         max_len: int | None = None,
+        min_rows: int = MIN_ROWS,
     ) -> None:
         self.infer = infer
         self.max_len = max_len
+        # 1 for a backend that copies lone windows itself, only where its kernels need it (the embedded one).
+        self.min_rows = min_rows
         self.max_batch = max(MIN_ROWS, max_batch)
         # Only when set (> 0): how long a call that is not full may wait for more windows. 0 sends at once.
         self.max_wait = max_wait_ms / 1000.0
@@ -185,8 +189,8 @@ class MicroBatcher:
             return
         encoded = [j.items[i] for j, i in live]
         length = bucket_length(len(encoded[0].input_ids), self.max_len)
-        if len(encoded) < MIN_ROWS:
-            encoded = encoded + encoded[:1] * (MIN_ROWS - len(encoded))
+        if len(encoded) < self.min_rows:
+            encoded = encoded + encoded[:1] * (self.min_rows - len(encoded))
         t0 = time.perf_counter()
         try:
             out = await self.infer(pad_batch(encoded, pad_to=length))

@@ -21,7 +21,7 @@ from seqguard.events import Event
 from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace, encode_window
 from seqguard.sequences import EntityState, append_events, state_columns
 from service.backends import Backend, BackendRejected, BackendUnavailable
-from service.batcher import MicroBatcher, QueueFull
+from service.batcher import MIN_ROWS, MicroBatcher, QueueFull
 from service.settings import ServiceSettings
 from service.state import MemoryStateStore, StateStore, StateStoreError, StateStoreJournaled
 
@@ -113,6 +113,7 @@ class ScoringEngine:
             max_queue=settings.max_queue,
             on_batch=self._on_batch,
             max_len=seq_cfg.max_len,
+            min_rows=getattr(backend, "min_rows", MIN_ROWS),
         )
         self._call_seconds = 0.01  # running mean of one backend call, for Retry-After
 

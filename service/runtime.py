@@ -13,6 +13,7 @@ from typing import Any
 
 from seqguard.config import SequenceConfig
 from seqguard.cpuinfo import detect_cpu_flavor
+from seqguard.features import TokenSpace
 from seqguard.manifest import ManifestError, verify_repository
 from seqguard.scoring.scorer import Scorer
 from service.backends import Backend, CircuitBreaker, EmbeddedBackend, LocalTritonBackend, TritonBackend
@@ -53,9 +54,10 @@ def build_backend(settings: ServiceSettings, manifest: Any) -> Backend:
     repo = settings.repo
     components = manifest.component_names
     if settings.backend == "embedded":
-        return EmbeddedBackend(
-            {c.name: repo / c.file for c in manifest.components}, intra_op_threads=settings.intra_op_threads
-        )
+        cfg = manifest.sequence_config_model()
+        return EmbeddedBackend({c.name: repo / c.file for c in manifest.components},
+                               intra_op_threads=settings.intra_op_threads,
+                               vocab_size=TokenSpace.of(cfg).vocab_size, max_len=cfg.max_len)
     kwargs: dict[str, Any] = {
         "timeout_seconds": settings.triton_timeout_ms / 1000.0,
         "retries": settings.triton_retries,

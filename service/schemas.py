@@ -1,4 +1,8 @@
-"""Request and response bodies of the HTTP API (pydantic; they are the OpenAPI schema, examples included)."""
+"""Bodies of the HTTP API (pydantic; they are the OpenAPI schema, examples included).
+
+The request bodies are the APIs' own parameters (`list[seqguard.events.Event]`, `list[PrebuiltSequence]` in
+service/service.py); the error body every status shares is documented in service/openapi.py, whose gateway
+(service/http.py) writes it."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seqguard.events import Event
+from seqguard.events import ID_MAX_CHARS
 
 EXAMPLE_EVENTS: list[dict[str, Any]] = [
     {"user_id": "u-1001", "ts": "2026-10-05T09:00:00Z", "event_type": "login", "device_id": "dev-9",
@@ -18,28 +22,16 @@ EXAMPLE_EVENTS: list[dict[str, Any]] = [
 ]
 
 
-class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"events": EXAMPLE_EVENTS}]})
-
-    events: list[Event] = Field(description="raw events of one or many entities, in any order")
-
-
 class PrebuiltSequence(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    entity_id: str = Field(min_length=1, max_length=128)
+    entity_id: str = Field(min_length=1, max_length=ID_MAX_CHARS)
     input_ids: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
         min_length=2, max_length=4096, description="token ids as `seqguard sequences` writes them"
     )
     features: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
         description="aggregate features by name, as `seqguard sequences` writes them"
     )
-
-
-class SequencesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sequences: list[PrebuiltSequence]
 
 
 class RuleFired(BaseModel):
@@ -64,14 +56,3 @@ class EntityResult(BaseModel):
 class ScoreResponse(BaseModel):
     request_id: str
     results: list[EntityResult]
-
-
-class ErrorDetail(BaseModel):
-    field: str
-    reason: str
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    details: list[ErrorDetail] = Field(default_factory=list)
-    request_id: str | None = None

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from seqguard.events import Event
 from service.check import PreflightError, preflight
 from service.engine import RequestError, Window
-from service.fairness import LargeRequestLane
+from service.fairness import LargeRequestLane, validated_events
 from service.http import Drain, GatewayMiddleware, request_id_var
 from service.loop import ServiceLoop
 from service.observability import Metrics, setup_logging
@@ -130,6 +130,7 @@ class Seqguard:
     @bentoml.api(route="/score")
     async def score(self, events: EventList) -> ScoreResponse:
         """Score each entity's window built from the events in this request alone (stateless)."""
+        events = validated_events(events)  # a large body was validated in slices by the lane (service/fairness.py)
         try:
             self.engine.check_events(events)
             windows = self.engine.windows_from_events(events)
@@ -140,6 +141,7 @@ class Seqguard:
     @bentoml.api(route="/events")
     async def ingest(self, events: EventList) -> ScoreResponse:
         """The real-time path: append to each entity's state (idempotent by event_id), score the updated window."""
+        events = validated_events(events)
         try:
             self.engine.check_events(events)
         except RequestError as e:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from seqguard.envsettings import settings_from_env
+from seqguard.envsettings import EnvSettings
 
 ENV_PREFIX = "SEQGUARD_"
 
@@ -16,8 +17,12 @@ class SettingsError(ValueError):
     pass
 
 
-class ServiceSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ServiceSettings(EnvSettings):
+    """`ServiceSettings()` reads SEQGUARD_<FIELD> (pydantic-settings); `from_env` also names each bad variable."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    error = SettingsError
+    what = "service settings"
 
     repo: Path = Field(Path("triton_repo"), description="Triton model repository with manifest.json")
     backend: Literal["embedded", "triton", "local_triton"] = "embedded"
@@ -61,7 +66,7 @@ class ServiceSettings(BaseModel):
     failure_policy: Literal["fail_open", "fail_closed"] = Field(
         "fail_open", description="backend down: answer from rules + unsupervised (degraded), or refuse with 503"
     )
-    api_keys: tuple[str, ...] = Field((), description="comma-separated keys; empty = no auth")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="comma-separated keys; empty = no auth")
     max_future_skew_s: float = Field(300.0, ge=0, description="events further in the future are rejected")
     max_event_age_days: float = Field(3650.0, gt=0, description="older events are rejected")
     log_salt: str = Field("seqguard", description="salt for the hashes that replace identifiers in logs")
@@ -80,6 +85,12 @@ class ServiceSettings(BaseModel):
     shadow_repo: Path | None = Field(None, description="challenger repository scored in shadow (logged, never "
                                                        "served)")
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        # A comma-separated list, not JSON: keys are typed into secrets managers and compose files by hand.
+        return tuple(k.strip() for k in v.split(",") if k.strip()) if isinstance(v, str) else v
+
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
         if self.state == "redis" and not self.redis_url:
@@ -88,13 +99,3 @@ class ServiceSettings(BaseModel):
             raise ValueError("shadow_repo: needs score_log_path (SEQGUARD_SCORE_LOG_PATH): shadow scores are only "
                              "logged")
         return self
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ServiceSettings:
-        def decode(name: str, value: str) -> object:
-            return tuple(k.strip() for k in value.split(",") if k.strip()) if name == "api_keys" else value
-
-        try:
-            return settings_from_env(cls, ENV_PREFIX, env, decode)
-        except ValueError as e:
-            raise SettingsError(f"invalid service settings: {e}") from None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
-from service.fairness import LargeRequestLane
+from pydantic import TypeAdapter
+
+from seqguard.events import Event
+from service.fairness import LargeRequestLane, validated_events
 
 
 def scope(length: int | None, method: str = "POST") -> dict:
@@ -23,9 +27,12 @@ def test_large_requests_take_turns_and_small_ones_pass():
 
     lane = LargeRequestLane(app, large_bytes=1000)
 
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
     async def call(name: str, length: int | None, delay: float = 0.0):
         await asyncio.sleep(delay)
-        await lane({**scope(length), "name": name}, None, None)
+        await lane({**scope(length), "name": name}, receive, None)
 
     async def main():
         await asyncio.gather(call("big1", 5000), call("big2", 5000), call("small", 200, 0.005),
@@ -47,3 +54,43 @@ def test_lane_off_and_non_http_pass_through():
     asyncio.run(LargeRequestLane(app, large_bytes=0)(scope(10**6), None, None))
     asyncio.run(LargeRequestLane(app)({"type": "lifespan"}, None, None))
     assert seen == ["http", "lifespan"]
+
+
+def _body_app(seen: list):
+    async def app(scope, receive, send):
+        message = await receive()
+        seen.append((message["body"], validated_events(["from bentoml"])))
+
+    return app
+
+
+def _events(n: int) -> list[dict]:
+    return [{"user_id": f"u{i % 7}", "ts": 1_700_000_000 + i, "event_type": ["view", "login", "search"][i % 3],
+             "event_id": f"e{i}", "price": 1.5 * i} for i in range(n)]
+
+
+def test_large_event_body_is_validated_in_slices_and_handed_over():
+    seen: list = []
+    body = json.dumps({"events": _events(450)}).encode()  # three slices
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    asyncio.run(LargeRequestLane(_body_app(seen), large_bytes=1000)(scope(len(body)), receive, None))
+    ((passed, events),) = seen
+    assert passed == b'{"events":[]}'  # BentoML validates an empty list
+    assert events == TypeAdapter(list[Event]).validate_json(json.dumps(_events(450)))  # what BentoML would give
+
+
+def test_anything_but_a_valid_events_body_reaches_bentoml_untouched():
+    bad = _events(300)
+    bad[250]["ts"] = "yesterday-ish"
+    for payload in ({"events": bad}, {"events": _events(300), "extra": 1}, [1, 2], "x" * 2000):
+        seen: list = []
+        body = json.dumps(payload).encode()
+
+        async def receive(body=body):
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        asyncio.run(LargeRequestLane(_body_app(seen), large_bytes=1000)(scope(len(body)), receive, None))
+        assert seen == [(body, ["from bentoml"])]

@@ -333,3 +333,23 @@ def test_tree_model_jump_and_walk_agree_bit_for_bit():
         np.testing.assert_array_equal(model._jump(rows), walk[i : i + 3])
     np.testing.assert_array_equal(model.decision_function(probe[:2]), walk[:2])
     np.testing.assert_array_equal(model.decision_function(probe), walk)
+
+
+def test_rule_hits_grouped_by_operator_equal_the_condition_by_condition_definition():
+    from seqguard.scoring.rules import _OPS, RuleSet
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(50, len(FEATURE_NAMES))).astype(np.float32)
+    x[::7, 3] = 0.1  # exact ties with a threshold, in float32
+    names = list(FEATURE_NAMES)
+    rules = [{"id": f"r{j}", "outcome": "review",
+              "conditions": [{"feature": names[int(rng.integers(len(names)))], "op": str(rng.choice(list(_OPS))),
+                              "value": 0.1 if k == 0 else float(rng.normal())} for k in range(int(rng.integers(1, 4)))]}
+             for j in range(12)]
+    rs = RuleSet.model_validate({"mode": "ALL_MATCHED", "rules": rules})
+    naive = np.ones((len(x), len(rules)), dtype=bool)
+    for j, rule in enumerate(rs.rules):
+        for c in rule.conditions:
+            naive[:, j] &= _OPS[c.op](x[:, FEATURE_INDEX[c.feature]], np.float32(c.value))
+    assert np.array_equal(rs.hits(x), naive) and 0 < naive.sum() < naive.size
+    assert np.array_equal(rs.hits(x[:1]), naive[:1])

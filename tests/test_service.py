@@ -19,6 +19,7 @@ from seqguard.features import encode_window
 from seqguard.io import events_to_frame
 from seqguard.scoring.scorer import Scorer
 from seqguard.sequences import columns_from_frame, iter_windows, sort_for_sequences, window_index
+from tests.event_cases import CASES
 from tests.support import ServerProcess, start_service
 
 pytestmark = pytest.mark.slow
@@ -150,9 +151,11 @@ def _batched_windows(url: str) -> float:
 
 @pytest.fixture(scope="module")
 def lingering_service(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The service with a 20 ms batcher linger, so concurrent requests reliably share backend calls."""
+    """The service with a 20 ms batcher linger, so concurrent requests reliably share backend calls, and a large-body
+    threshold of 2 KB, so bodies of a few events already take the large-request lane (validated in slices)."""
     server, url = start_service(tmp_path_factory.mktemp("svc_linger"),
-                                {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_MAX_WAIT_MS": "20"})
+                                {"SEQGUARD_REPO": str(tiny_repo), "SEQGUARD_MAX_WAIT_MS": "20",
+                                 "SEQGUARD_LARGE_REQUEST_BYTES": "2048"})
     yield url
     server.stop()
 
@@ -188,6 +191,27 @@ def test_a_windows_score_does_not_depend_on_what_shares_its_batch(lingering_serv
         assert got["decision"] == expected["decision"]
     # The comparison means something only if windows really were scored together.
     assert _batched_windows(service) > batched_before
+
+
+def test_a_large_body_validated_in_slices_answers_as_a_small_one(lingering_service: str) -> None:
+    """Over the large-body threshold the lane validates the events itself (service/fairness.py): the answers are the
+    ones each entity gets in a small body, and a bad event is still reported by BentoML's own validation."""
+    service = lingering_service
+    users = [card_testing(f"lane-{k}", n=6) for k in range(4)] + [shopper("lane-shopper")]
+    big = [e for evs in users for e in evs]
+    assert len(json.dumps({"events": big})) > 2048 > max(len(json.dumps({"events": evs})) for evs in users)
+    status, body = post(service + "/score", {"events": big})
+    assert status == 200, body
+    got = {r["entity_id"]: r for r in body["results"]}
+    for evs in users:
+        status, small = post(service + "/score", {"events": evs})
+        assert status == 200
+        (want,) = small["results"]
+        assert {k: v for k, v in got[want["entity_id"]].items() if k != "request_id"} == want
+    bad = [dict(e) for e in big]
+    bad[7]["ts"] = "not a time"
+    status, err = post(service + "/score", {"events": bad})
+    assert status in (400, 422) and [d["field"] for d in err["details"]] == ["events.7.ts"], err
 
 
 def test_invocations_and_ping_follow_the_sagemaker_contract(service: str) -> None:
@@ -272,8 +296,23 @@ def test_every_error_body_has_one_schema(service: str) -> None:
         assert 400 <= status < 500 and set(err) == ERROR_KEYS, (route, raw, status, err)
         assert all(set(d) == {"field", "reason"} for d in err["details"]), err
     status, err = post(service + "/score", {"events": [{"user_id": "u", "ts": "x", "event_type": "view"}]})
-    assert status == 400 and err["details"] == [{"field": "events.0.ts", "reason": "cannot parse 'x' as ISO 8601 or "
-                                                                                    "epoch time"}]
+    assert status == 400 and err["details"] == [{"field": "events.0.ts", "reason": "cannot parse as ISO 8601 or epoch "
+                                                                                    "time"}]
+
+
+def test_event_limits_answer_over_http_as_for_files(service: str) -> None:
+    """tests/event_cases.py's table, over HTTP (tests/test_events_limits.py runs it on files and the model): every
+    refused case in one request, each named by its place and field with the files' reason; the accepted ones score."""
+    refused = [c for c in CASES if c.error]
+    status, err = post(service + "/score", {"events": [c.event for c in refused]})
+    assert status == 400, err
+    assert sorted((d["field"], d["reason"]) for d in err["details"]) == sorted(
+        (f"events.{i}.{c.error[0]}", c.error[1]) for i, c in enumerate(refused) if c.error)
+    accepted = [c for c in CASES if c.ok is not None]
+    status, body = post(service + "/score", {"events": [c.event for c in accepted]})
+    assert status == 200, body
+    users = {c.ok.get("user_id", c.event["user_id"]) for c in accepted if c.ok is not None}
+    assert {r["entity_id"] for r in body["results"]} == users  # stripped, integer as text, long one clipped
 
 
 def test_rejected_requests_log_one_line_without_identifiers(service_process: tuple[ServerProcess, str]) -> None:

@@ -127,7 +127,7 @@ def test_spark_mapping_row_errors_and_entity_level(spark, tiny_repo: Path, sampl
     assert b.set_index("entity_id").loc[truth.index[0], "label"] == 0
     errors = json.loads((tmp_path / "spark_ent" / "_row_errors.json").read_text())
     assert errors["rows_skipped"] == 3 and errors["rows_read"] == len(raw) + 3
-    assert errors["reasons"] == {"event_type: unknown event type": 1, "ts: ISO timestamp has no UTC offset": 1,
+    assert errors["reasons"] == {"event_type: unknown event type": 1, "ts: cannot parse as ISO 8601 or epoch time": 1,
                                  "price: outside 0..1e+06": 1}
     for reason in errors["reasons"]:
         assert f"1 x {reason}" in single_log and f"1 x {reason}" in spark_log

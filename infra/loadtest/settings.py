@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from seqguard.contracts import ENSEMBLE_MODEL
-from seqguard.envsettings import settings_from_env
+from seqguard.envsettings import EnvSettings
 
 ENV_PREFIX = "SEQGUARD_LT_"
 Mode = Literal["service", "triton", "replay"]
@@ -24,8 +25,12 @@ class LoadSettingsError(ValueError):
     pass
 
 
-class LoadSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LoadSettings(EnvSettings):
+    """Read from SEQGUARD_LT_<FIELD> by pydantic-settings; `steps` is JSON (`[2, 4, 8]`), as `to_env` writes it."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    error = LoadSettingsError
+    what = "load-test settings"
 
     mode: Mode = Field("service", description="service: ShopperUser + BatchScorer; triton: TritonUser; replay")
     seed: int = Field(0, ge=0)
@@ -69,13 +74,6 @@ class LoadSettings(BaseModel):
         for name, value in self.model_dump(exclude_none=True).items():
             env[ENV_PREFIX + name.upper()] = json.dumps(value) if isinstance(value, tuple | list) else str(value)
         return env
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> LoadSettings:
-        try:
-            return settings_from_env(cls, ENV_PREFIX, env, lambda name, v: json.loads(v) if name == "steps" else v)
-        except ValueError as e:
-            raise LoadSettingsError(f"invalid load-test settings: {e}") from None
 
 def expected_endpoints(settings: LoadSettings) -> list[str]:
     """The request names a run in this mode produces: SLO entries for these must have been measured."""

@@ -209,10 +209,12 @@ class ECODDetector:
     def percentile(self, scores: np.ndarray) -> np.ndarray:
         """Where scores fall among the training windows' scores, in [0, 1] (0.99 = above 99 % of training)."""
         grid = self.score_grid_
-        # Equal quantiles (ties at 0) would make np.interp ambiguous: take the highest level per distinct value.
-        values, last = np.unique(grid[::-1], return_index=True)
-        levels = LEVELS[::-1][last]
-        return np.interp(np.asarray(scores, dtype=np.float64), values, levels, left=0.0, right=1.0)
+        cached = getattr(self, "_percentile_grid", None)
+        if cached is None or cached[0] is not grid:  # computed once per grid, not per request
+            # Equal quantiles (ties at 0) would make np.interp ambiguous: take the highest level per distinct value.
+            values, last = np.unique(grid[::-1], return_index=True)
+            cached = self._percentile_grid = (grid, values, LEVELS[::-1][last])
+        return np.interp(np.asarray(scores, dtype=np.float64), cached[1], cached[2], left=0.0, right=1.0)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return (self.score_samples(X) > self.threshold_).astype(np.int64)

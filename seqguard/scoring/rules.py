@@ -18,6 +18,7 @@ mode: the ensemble uses every rule as an indicator; the mode only decides what a
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,11 +108,26 @@ class RuleSet(BaseModel):
         x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"features must be [batch, {len(FEATURE_NAMES)}], got {list(x.shape)}")
-        out = np.ones((x.shape[0], len(self.rules)), dtype=bool)
+        failed = np.zeros((x.shape[0], len(self.rules)), dtype=np.int64)
+        for op, columns, values, member in self._by_operator:
+            # Compare in float32, the dtype features travel in, so 0.1-style thresholds behave as written.
+            failed += (~_OPS[op](x[:, columns], values)).astype(np.int64) @ member
+        return failed == 0
+
+    @cached_property
+    def _by_operator(self) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Every condition grouped by operator: (op, feature columns, float32 values, condition -> rule 0/1 matrix).
+        One comparison per operator instead of one per condition (a real-time request scores one window)."""
+        groups: dict[str, list[tuple[int, float, int]]] = {}
         for j, rule in enumerate(self.rules):
             for c in rule.conditions:
-                # Compare in float32, the dtype features travel in, so 0.1-style thresholds behave as written.
-                out[:, j] &= _OPS[c.op](x[:, FEATURE_INDEX[c.feature]], np.float32(c.value))
+                groups.setdefault(c.op, []).append((FEATURE_INDEX[c.feature], c.value, j))
+        out = []
+        for op, conds in groups.items():
+            member = np.zeros((len(conds), len(self.rules)), dtype=np.int64)
+            member[np.arange(len(conds)), [j for _, _, j in conds]] = 1
+            out.append((op, np.array([f for f, _, _ in conds], dtype=np.int64),
+                        np.array([v for _, v, _ in conds], dtype=np.float32), member))
         return out
 
     def fired(self, hit_row: np.ndarray) -> list[dict[str, str]]:
