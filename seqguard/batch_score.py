@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from seqguard.config import SequenceConfig
 from seqguard.contracts import CHECKPOINT_INDEX, MANIFEST_FILE
+from seqguard.crossentity import CrossIndex, frame_cross_features, frame_updates
 from seqguard.events import EVENT_FIELDS, ID_FIELDS
 from seqguard.features import encode_window
 from seqguard.io import (
@@ -190,9 +191,11 @@ class BatchScorer:
 
     # -- scoring one chunk (every entity complete) ---------------------------------------------------------------
 
-    def score_frame(self, frame: pd.DataFrame, progress: Callable[[int], Any] | None = None) -> pd.DataFrame:
+    def score_frame(self, frame: pd.DataFrame, progress: Callable[[int], Any] | None = None,
+                    cross_index: CrossIndex | None = None) -> pd.DataFrame:
         """A validated events frame in file order, holding every event of its entities -> output rows.
-        `progress(n)` is called as windows are scored."""
+        `progress(n)` is called as windows are scored. `cross_index`: the cross-entity index of the whole input when
+        the frame is one bucket of it (else built from the frame)."""
         from service.engine import RequestError, Window
 
         labelled = "is_anomaly" in frame.columns
@@ -202,8 +205,10 @@ class BatchScorer:
             return schema.empty_table().to_pandas()
         idx = window_index(ordered, self.cfg, self.every)
         cols = columns_from_frame(ordered)
-        windows = [Window(str(ent), encode_window(cols.slice(int(s), int(e)), self.cfg), int(e - s))
-                   for ent, s, e in zip(idx.entity_id, idx.start, idx.end, strict=True)]
+        cross = frame_cross_features(ordered[self.cfg.entity_key].to_numpy(dtype=object), cols, idx.start, idx.end,
+                                     cross_index)
+        windows = [Window(str(ent), encode_window(cols.slice(int(s), int(e)), self.cfg, cross[i]), int(e - s))
+                   for i, (ent, s, e) in enumerate(zip(idx.entity_id, idx.start, idx.end, strict=True))]
         results: list[dict[str, Any]] = []
         try:
             for group in self._engine_calls(windows):
@@ -547,9 +552,9 @@ def score_file(scorer: BatchScorer, data: str | Path, out: str | Path, mapping: 
 
     wbar = tqdm(desc="score", unit="win", unit_scale=True, disable=not progress, leave=False)
 
-    def finish(frame: pd.DataFrame) -> None:
+    def finish(frame: pd.DataFrame, cross_index: CrossIndex | None = None) -> None:
         nonlocal entities
-        rows = scorer.score_frame(frame, wbar.update)
+        rows = scorer.score_frame(frame, wbar.update, cross_index)
         if on_labels is not None:
             rows = on_labels(rows)
         entities += int(rows["entity_id"].nunique())
@@ -569,11 +574,15 @@ def score_file(scorer: BatchScorer, data: str | Path, out: str | Path, mapping: 
             n_buckets = min(MAX_BUCKETS, max(2, math.ceil(2 * max(estimate, 1) / chunk_rows)))
             with tempfile.TemporaryDirectory(prefix="seqguard-score-", dir=tmp_dir) as tmp:
                 writers: dict[int, pq.ParquetWriter] = {}
+                # Cross-entity features must see every bucket's devices and IPs: their index is built in pass 1
+                # over the whole input (first-seen minima, so chunk order does not matter), held in memory.
+                cross_index = CrossIndex()
                 schema: pa.Schema | None = None
                 row0 = 0
                 for chunk in _chain(first, second, chunks):
                     bar.update(len(chunk))
                     chunk = chunk[chunk[key].notna()]
+                    cross_index.add_all(frame_updates(chunk[key].to_numpy(dtype=object), columns_from_frame(chunk)))
                     table = _to_spill_table(chunk, row0)
                     row0 += len(chunk)
                     if schema is None:
@@ -599,7 +608,7 @@ def score_file(scorer: BatchScorer, data: str | Path, out: str | Path, mapping: 
                               position=1):
                     frame = pq.read_table(Path(tmp) / f"b{b:05d}.parquet").to_pandas()
                     frame = frame.sort_values("_row", kind="stable").drop(columns="_row").reset_index(drop=True)
-                    finish(frame)
+                    finish(frame, cross_index)
         else:
             bar.close()
         wbar.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqguard.config import SequenceConfig
+from seqguard.crossentity import CROSS_FEATURE_NAMES, window_only_features
 from seqguard.sequences import KIND_INDEX, KINDS, EventColumns, category_bucket
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -115,7 +116,7 @@ def novelty_flags(cols: EventColumns) -> np.ndarray:
 class Encoded:
     input_ids: np.ndarray  # int64 [2n + 2]
     token_type_ids: np.ndarray  # int64 zeros: one segment, as the HF tokenizer produces
-    features: np.ndarray  # float32 [len(FEATURE_NAMES)]
+    features: np.ndarray  # float32 [len(FEATURE_NAMES)]: base then cross-entity
 
 
 def event_token_ids(
@@ -133,7 +134,9 @@ def event_token_ids(
     return what.astype(np.int64), ctx.astype(np.int64)
 
 
-def encode_window(cols: EventColumns, cfg: SequenceConfig) -> Encoded:
+def encode_window(cols: EventColumns, cfg: SequenceConfig, cross: np.ndarray | None = None) -> Encoded:
+    """`cross`: the window's cross-entity features (seqguard.crossentity) from whatever index the caller has (the
+    frame offline, the state store online); without one, the window alone is the history."""
     flags = novelty_flags(cols)
     what, ctx = event_token_ids(cols, cfg, flags)
     n = len(cols)
@@ -142,7 +145,8 @@ def encode_window(cols: EventColumns, cfg: SequenceConfig) -> Encoded:
     ids[1:-1:2] = what
     ids[2:-1:2] = ctx
     types = np.zeros_like(ids)
-    return Encoded(ids, types, aggregate_features(cols, cfg, flags))
+    cross = window_only_features(cols) if cross is None else np.asarray(cross, dtype=np.float32)
+    return Encoded(ids, types, np.concatenate([aggregate_features(cols, cfg, flags), cross]))
 
 
 def pad_batch(encoded: list[Encoded], pad_to: int | None = None, multiple_of: int = 8) -> dict[str, np.ndarray]:
@@ -165,7 +169,7 @@ def pad_batch(encoded: list[Encoded], pad_to: int | None = None, multiple_of: in
 # Aggregate features: counts, rates, diversity, timing, funnels, payments, account changes.
 
 K = KIND_INDEX
-FEATURE_NAMES: tuple[str, ...] = (
+BASE_FEATURE_NAMES: tuple[str, ...] = (
     "n_events",
     "span_minutes",
     "events_per_minute",
@@ -203,6 +207,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "max_events_1m",
     "max_same_item_cart_adds",
 )
+# The models' aggregate input: the window's own features, then the cross-entity ones (last, so indices of the base
+# features never move).
+FEATURE_NAMES: tuple[str, ...] = BASE_FEATURE_NAMES + CROSS_FEATURE_NAMES
 FEATURE_INDEX = {f: i for i, f in enumerate(FEATURE_NAMES)}
 
 
@@ -214,8 +221,9 @@ def _max_in_window(ts: np.ndarray, width: float) -> int:
 
 
 def aggregate_features(cols: EventColumns, cfg: SequenceConfig, flags: np.ndarray | None = None) -> np.ndarray:
+    """BASE_FEATURE_NAMES of one window (the cross-entity ones need more than the window: encode_window)."""
     n = len(cols)
-    f = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
+    f = np.zeros(len(BASE_FEATURE_NAMES), dtype=np.float64)
     if n == 0:
         return f.astype(np.float32)
     kind = cols.kind

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seqguard.events import clip_identifier
+
 Outcome = Literal["chargeback", "confirmed_fraud", "false_positive", "reviewed_ok"]
 OUTCOMES: tuple[str, ...] = ("chargeback", "confirmed_fraud", "false_positive", "reviewed_ok")
 FRAUD_OUTCOMES = frozenset({"chargeback", "confirmed_fraud"})
@@ -48,13 +50,21 @@ class Feedback(BaseModel):
 
     feedback_id: str | None = Field(None, pattern=_ID, description="idempotency key; derived from the content if "
                                                                    "absent")
-    entity_id: str | None = Field(None, min_length=1, max_length=256, description="the scored entity (raw id)")
+    entity_id: str | None = Field(None, min_length=1, max_length=4096,
+                                  description="the scored entity (raw id; over-long ids are clipped as the API and "
+                                              "files clip them, so feedback joins the scores)")
     request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,64}$",
                                    description="the request whose single scored entity this is about")
     label: bool | None = Field(None, description="true = fraud; derived from outcome if absent, must agree if given")
     outcome: Outcome
     source: str = Field(min_length=1, max_length=64, description="who reported it: chargebacks, review-queue, ...")
     ts: datetime = Field(description="when the outcome became known (ISO 8601 or epoch seconds)")
+
+    @field_validator("entity_id")
+    @classmethod
+    def _entity_id(cls, v: str | None) -> str | None:
+        # The API and the file readers store an over-long id as head + hash; the same here or nothing would join.
+        return clip_identifier(v) if v else v
 
     @field_validator("ts")
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from seqguard.config import SequenceConfig
+from seqguard.crossentity import CrossIndex, cross_features, event_updates, window_keys
 from seqguard.events import Event
 from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace, encode_window
 from seqguard.sequences import EntityState, append_events, state_columns
@@ -50,13 +51,14 @@ class Window:
 
     def __init__(self, entity_id: str, encoded: Encoded | None = None, n_events: int = 0,
                  degraded_reasons: list[str] | None = None, events: Sequence[Event] | None = None,
-                 cfg: SequenceConfig | None = None) -> None:
+                 cfg: SequenceConfig | None = None, index: CrossIndex | None = None) -> None:
         self.entity_id = entity_id
         self._encoded = encoded
         self._n_events = n_events
         self.degraded_reasons = degraded_reasons if degraded_reasons is not None else []
         self._events = events
         self._cfg = cfg
+        self._index = index  # the request's cross-entity index (every entity of the request)
 
     def _build(self) -> Encoded:
         if self._encoded is None:
@@ -65,7 +67,10 @@ class Window:
             # together), and it skips building a DataFrame for a request of a few dozen events.
             state, _ = append_events(EntityState.empty(), self._events, self._cfg)
             self._n_events = len(state.records)
-            self._encoded = encode_window(state_columns(state), self._cfg)
+            cols = state_columns(state)
+            cross = None if self._index is None else cross_features(
+                self.entity_id, cols, self._index.get(window_keys(self.entity_id, cols)))
+            self._encoded = encode_window(cols, self._cfg, cross)
             self._events = None
         return self._encoded
 
@@ -154,7 +159,18 @@ class ScoringEngine:
     # The three ways to build windows
 
     def windows_from_events(self, events: Sequence[Event]) -> list[Window]:
-        return [Window(entity, events=evs, cfg=self.cfg) for entity, evs in self._by_entity(events).items()]
+        by_entity = self._by_entity(events)
+        # Cross-entity features over what the request carries: the batch semantics, with the request as the frame.
+        index = CrossIndex()
+        for entity, evs in by_entity.items():
+            index.add_all(event_updates(entity, evs))
+        return [Window(entity, events=evs, cfg=self.cfg, index=index) for entity, evs in by_entity.items()]
+
+    def _append(self, entity: str, evs: list[Event]) -> tuple[int, Encoded]:
+        """Store the events, then the window and its cross-entity features from the store's indexes."""
+        state, _added = self.store.append(entity, evs)
+        cols = state_columns(state)
+        return len(state.records), encode_window(cols, self.cfg, self.store.cross_features(entity, cols))
 
     def _by_entity(self, events: Sequence[Event]) -> dict[str, list[Event]]:
         by_entity: dict[str, list[Event]] = {}
@@ -167,9 +183,9 @@ class ScoringEngine:
         for entity, evs in self._by_entity(events).items():
             try:
                 if isinstance(self.store, MemoryStateStore):
-                    state, _added = self.store.append(entity, evs)  # microseconds: a thread hand-over costs more
+                    n, enc = self._append(entity, evs)  # microseconds: a thread hand-over costs more
                 else:
-                    state, _added = await asyncio.to_thread(self.store.append, entity, evs)  # network I/O
+                    n, enc = await asyncio.to_thread(self._append, entity, evs)  # network I/O
             except StateStoreError as err:
                 log.warning("state store unavailable: %s", err)
                 if self.metrics:
@@ -182,7 +198,7 @@ class ScoringEngine:
                     w.degraded_reasons.extend(reasons)
                     windows.append(w)
                 continue
-            windows.append(Window(entity, encode_window(state_columns(state), self.cfg), len(state.records)))
+            windows.append(Window(entity, enc, n))
         return windows
 
     def windows_from_sequences(self, sequences: Sequence[Any]) -> list[Window]:

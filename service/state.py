@@ -8,6 +8,11 @@ a WATCH/MULTI transaction so two replicas appending to the same entity cannot lo
 local append-only journal (fsync'd before the answer) and a background thread replays them, idempotently by
 event_id, once Redis answers again. Under the `refuse` policy, or when the journal is full, the request is refused
 (503 + Retry-After) instead: the client keeps the events.
+
+Both stores also keep the cross-entity secondary indexes (seqguard.crossentity: device -> entities, ip -> entities,
+entity -> devices / ips, first-seen times), written with every append and read by `cross_features`: under the same
+TTL and byte bounds as the windows in memory, and in Redis as sorted sets (member -> first-seen time, the XE_CAP
+earliest kept) in the same transaction as the window, so every replica reads the same indexes.
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from seqguard.config import SequenceConfig
-from seqguard.sequences import EntityState, append_events, event_record
+from seqguard.crossentity import XE_CAP, CrossIndex, Key, Members, cross_features, event_updates, window_keys
+from seqguard.sequences import EntityState, EventColumns, append_events, event_record
 
 log = logging.getLogger("seqguard.state")
 
@@ -65,6 +73,8 @@ class StateStore(Protocol):
 
     def append(self, entity: str, events: Sequence[Any]) -> tuple[EntityState, int]: ...
 
+    def cross_features(self, entity: str, cols: EventColumns) -> np.ndarray: ...
+
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -84,12 +94,17 @@ class MemoryStateStore:
         self.ttl = ttl_seconds
         self._data: OrderedDict[str, tuple[float, EntityState]] = OrderedDict()
         self._sizes: dict[str, int] = {}
-        self.total_bytes = 0
+        self.window_bytes = 0
+        self.index = CrossIndex(ttl_seconds)
         self._lock = threading.Lock()
+
+    @property
+    def total_bytes(self) -> int:
+        return self.window_bytes + self.index.total_bytes
 
     def _drop(self, entity: str) -> None:
         self._data.pop(entity, None)
-        self.total_bytes -= self._sizes.pop(entity, 0)
+        self.window_bytes -= self._sizes.pop(entity, 0)
 
     def _live(self, entity: str, now: float) -> EntityState:
         item = self._data.get(entity)
@@ -107,15 +122,26 @@ class MemoryStateStore:
             now = time.monotonic()
             state, added = append_events(self._live(entity, now), events, self.cfg)
             size = state_bytes(state)
-            self.total_bytes += size - self._sizes.get(entity, 0)
+            self.window_bytes += size - self._sizes.get(entity, 0)
             self._sizes[entity] = size
             self._data[entity] = (now, state)
             self._data.move_to_end(entity)
-            # Least recently used first; the entity just written stays even if alone it is over the byte bound
-            # (a window holds at most max_events events, each with size-limited fields).
-            while len(self._data) > self.max_entities or (self.total_bytes > self.max_bytes and len(self._data) > 1):
+            self.index.add_all(event_updates(entity, events), now)
+            # Least recently used first, windows and index keys alike; the entity just written stays even if alone
+            # it is over the byte bound (a window holds at most max_events events, each with size-limited fields).
+            while len(self._data) > self.max_entities:
                 self._drop(next(iter(self._data)))
+            while self.total_bytes > self.max_bytes and len(self._data) > 1:
+                oldest = self.index.oldest()
+                if oldest is not None and oldest[0] <= self._data[next(iter(self._data))][0]:
+                    self.index.drop(oldest[1])
+                else:
+                    self._drop(next(iter(self._data)))
             return state, added
+
+    def cross_features(self, entity: str, cols: EventColumns) -> np.ndarray:
+        with self._lock:
+            return cross_features(entity, cols, self.index.get(window_keys(entity, cols), time.monotonic()))
 
     def __len__(self) -> int:
         return len(self._data)
@@ -129,7 +155,8 @@ class MemoryStateStore:
     def close(self) -> None:
         self._data.clear()
         self._sizes.clear()
-        self.total_bytes = 0
+        self.window_bytes = 0
+        self.index.clear()
 
 
 class RedisStateStore:
@@ -141,6 +168,7 @@ class RedisStateStore:
         prefix: str = "seqguard:state:",
         timeout_seconds: float = 0.5,
         retries: int = 5,
+        index_prefix: str = "seqguard:xe:",
     ) -> None:
         import redis
 
@@ -148,6 +176,8 @@ class RedisStateStore:
         self.ttl = int(ttl_seconds)
         # The config hash in the key keeps windows of different sequence configs apart after a model upgrade.
         self.prefix = f"{prefix}{cfg.config_hash()[:12]}:"
+        # The cross-entity indexes: a prefix of their own, so no entity id can collide with an index key.
+        self.index_prefix = f"{index_prefix}{cfg.config_hash()[:12]}:"
         self.retries = retries
         self._redis_errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._watch_error = redis.WatchError
@@ -159,6 +189,9 @@ class RedisStateStore:
 
     def _key(self, entity: str) -> str:
         return self.prefix + entity
+
+    def _index_key(self, k: Key) -> str:
+        return f"{self.index_prefix}{k[0]}:{k[1]}"
 
     def get(self, entity: str) -> EntityState:
         try:
@@ -177,6 +210,7 @@ class RedisStateStore:
                         state, added = append_events(_decode(pipe.get(key)), events, self.cfg)
                         pipe.multi()
                         pipe.set(key, json.dumps(state.to_dict(), separators=(",", ":")), ex=self.ttl)
+                        self._queue_index(pipe, entity, events)
                         pipe.execute()
                         return state, added
                     except self._watch_error:
@@ -184,6 +218,30 @@ class RedisStateStore:
             raise StateStoreError(f"redis append for one entity lost {self.retries} races in a row")
         except self._redis_errors as e:
             raise StateStoreError(f"redis append failed: {e}") from None
+
+    def _queue_index(self, pipe: Any, entity: str, events: Sequence[Any]) -> None:
+        """The index updates, in the window's transaction. ZADD LT keeps the earliest time of a member (any arrival
+        order gives the same set); the rank trim keeps the XE_CAP earliest, ties by member as in CappedSet."""
+        grouped: dict[Key, dict[str, float]] = {}
+        for kind, k, member, t in event_updates(entity, events):
+            grouped.setdefault((kind, k), {})[member] = t
+        for k, members in grouped.items():
+            name = self._index_key(k)
+            pipe.zadd(name, members, lt=True)
+            pipe.zremrangebyrank(name, XE_CAP, -1)
+            pipe.expire(name, self.ttl)
+
+    def cross_features(self, entity: str, cols: EventColumns) -> np.ndarray:
+        keys = window_keys(entity, cols)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for k in keys:
+                    pipe.zrange(self._index_key(k), 0, -1, withscores=True)
+                replies = pipe.execute()
+        except self._redis_errors as e:
+            raise StateStoreError(f"redis index read failed: {e}") from None
+        sets: dict[Key, Members] = {k: [(float(t), _text(m)) for m, t in r] for k, r in zip(keys, replies, strict=True)}
+        return cross_features(entity, cols, sets)
 
     def ping(self) -> bool:
         try:
@@ -344,6 +402,9 @@ class JournaledStore:
                     continue
                 self.replayed += n
                 log.warning("state store back: replayed %d journaled events", n)
+
+    def cross_features(self, entity: str, cols: EventColumns) -> np.ndarray:
+        return self.inner.cross_features(entity, cols)
 
     def ping(self) -> bool:
         return self.inner.ping()

@@ -136,3 +136,12 @@ def test_preflight_names_bad_loop_settings(tiny_repo: Path, tmp_path: Path) -> N
                         (dict(score_log_path=str(tiny_repo / "manifest.json")), "SEQGUARD_SCORE_LOG_PATH")):
         with pytest.raises(PreflightError, match=needle):
             preflight(ok.model_copy(update=bad))
+
+
+def test_an_over_long_entity_id_is_clipped_as_the_api_and_files_clip_it() -> None:
+    from seqguard.events import ID_MAX_CHARS, clip_identifier
+
+    raw = "u-" + "x" * 300
+    item = parse_feedback(fb(entity_id=raw))
+    assert item.entity_id == clip_identifier(raw) and len(item.entity_id) == ID_MAX_CHARS
+    assert parse_feedback(fb(entity_id="u-1")).entity_id == "u-1"

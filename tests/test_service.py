@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from seqguard.config import SequenceConfig
+from seqguard.crossentity import frame_cross_features
 from seqguard.features import encode_window
 from seqguard.io import events_to_frame
 from seqguard.scoring.scorer import Scorer
-from seqguard.sequences import iter_windows, sort_for_sequences
+from seqguard.sequences import columns_from_frame, iter_windows, sort_for_sequences, window_index
 from tests.event_cases import CASES
 from tests.support import ServerProcess, start_service
 
@@ -94,9 +95,13 @@ def offline_scores(repo: Path, events: list[dict[str, Any]]) -> dict[str, float]
     cfg = SequenceConfig.model_validate(manifest.sequence_config)
     frame = sort_for_sequences(events_to_frame([_event(e) for e in events]), cfg)
     ents, encs = [], []
-    for ent, _, _, cols in iter_windows(frame, cfg, "entity"):
+    # Cross-entity features over the request's events, as the service computes them for a /score request.
+    idx = window_index(frame, cfg, "entity")
+    all_cols = columns_from_frame(frame)
+    cross = frame_cross_features(frame[cfg.entity_key].to_numpy(dtype=object), all_cols, idx.start, idx.end)
+    for i, (ent, _, _, cols) in enumerate(iter_windows(frame, cfg, "entity")):
         ents.append(ent)
-        encs.append(encode_window(cols, cfg))
+        encs.append(encode_window(cols, cfg, cross[i]))
     from seqguard.features import pad_batch
 
     batch = pad_batch(encs)
@@ -192,7 +197,10 @@ def test_a_large_body_validated_in_slices_answers_as_a_small_one(lingering_servi
     """Over the large-body threshold the lane validates the events itself (service/fairness.py): the answers are the
     ones each entity gets in a small body, and a bad event is still reported by BentoML's own validation."""
     service = lingering_service
-    users = [card_testing(f"lane-{k}", n=6) for k in range(4)] + [shopper("lane-shopper")]
+    # A device of each tester's own: testers sharing one would (rightly) see each other in the big body through the
+    # cross-entity features (accounts per device), and the answers would differ from their small bodies by design.
+    users = [[{**e, "device_id": f"dev-{k}"} for e in card_testing(f"lane-{k}", n=6)] for k in range(4)] \
+        + [shopper("lane-shopper")]
     big = [e for evs in users for e in evs]
     assert len(json.dumps({"events": big})) > 2048 > max(len(json.dumps({"events": evs})) for evs in users)
     status, body = post(service + "/score", {"events": big})

@@ -13,9 +13,10 @@ from seqguard.cli import CliError
 from seqguard.commands.arguments import add_mapping, add_on_error, add_out
 from seqguard.commands.inputs import data_errors, read_events_reported
 from seqguard.config import ENTITY_KEYS, SequenceConfig
+from seqguard.crossentity import frame_cross_features
 from seqguard.features import FEATURE_NAMES, encode_window
 from seqguard.io import load_mapping
-from seqguard.sequences import iter_windows, sort_for_sequences
+from seqguard.sequences import columns_from_frame, iter_windows, sort_for_sequences, window_index
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
     frame, _ = read_events_reported(args.events, mapping, args.on_error)
     ordered = sort_for_sequences(frame, cfg)
     rows = []
-    for entity, start, end, cols in iter_windows(ordered, cfg, args.every):
-        enc = encode_window(cols, cfg)
+    idx = window_index(ordered, cfg, args.every)  # the cross-entity features read the whole file, point in time
+    cross = frame_cross_features(ordered[cfg.entity_key].to_numpy(dtype=object), columns_from_frame(ordered),
+                                 idx.start, idx.end)
+    for i, (entity, start, end, cols) in enumerate(iter_windows(ordered, cfg, args.every)):
+        enc = encode_window(cols, cfg, cross[i])
         row: dict[str, object] = {
             "entity_id": entity,
             "start_ts": float(cols.ts[0]),

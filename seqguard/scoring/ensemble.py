@@ -109,7 +109,9 @@ class Stacker:
     metrics: dict[str, Any] = field(default_factory=dict)  # how it was fitted: counts, out-of-fold FPR/recall
 
     def linear(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        # A row-wise sum, not `@`: BLAS may accumulate a lone row and a row of a batch in different orders, and a
+        # window's score must not depend on what shares its request (tests/test_service.py, the large-body lane).
+        return self.contributions(x).sum(axis=-1) + self.intercept
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Per input, its term in the log-odds [B, n_inputs] (what a reason can cite)."""

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from seqguard.batch_score import BatchScoreError, BatchScorer, check_repository
+from seqguard.crossentity import PAY, PAYMENT_EVENT_TYPES, SEEN, CrossIndex
 from seqguard.events import EVENT_FIELDS, ID_FIELDS
 from seqguard.io import LABEL_COLUMNS, ColumnMapping
 
@@ -231,6 +233,36 @@ def _scorer(repo: str, every: str, level: str, aggregation: str | None, threads:
     return _SCORERS[key]
 
 
+def _cross_rows(events: Any, key: str) -> list[tuple[str, str, str, float]]:
+    """seqguard.crossentity.frame_updates, as Spark aggregations: (kind, key, member, first-seen ts)."""
+    from pyspark.sql import functions as F
+
+    rows: list[tuple[str, str, str, float]] = []
+    for col, fwd, back in (("device_id", "dev", "edev"), ("ip", "ip", "eip")):
+        for r in events.filter(F.col(col).isNotNull()).groupBy(col, key).agg(F.min("ts").alias("t")).collect():
+            rows += [(fwd, str(r[col]), str(r[key]), float(r["t"])), (back, str(r[key]), str(r[col]), float(r["t"]))]
+    for r in events.groupBy(key).agg(F.min("ts").alias("t")).collect():
+        rows.append(("t", str(r[key]), SEEN, float(r["t"])))
+    paid = events.filter(F.col("event_type").isin(*PAYMENT_EVENT_TYPES))
+    for r in paid.groupBy(key).agg(F.min("ts").alias("t")).collect():
+        rows.append(("t", str(r[key]), PAY, float(r["t"])))
+    return rows
+
+
+_CROSS_INDEXES: dict[str, CrossIndex] = {}
+
+
+def _cross_index(token: str, broadcast: Any) -> CrossIndex:
+    """One index per job (`token`, made on the driver) per Python worker, built on the worker's first group; only
+    the latest job's is kept."""
+    if token not in _CROSS_INDEXES:
+        _CROSS_INDEXES.clear()
+        index = CrossIndex()
+        index.add_all(broadcast.value)
+        _CROSS_INDEXES[token] = index
+    return _CROSS_INDEXES[token]
+
+
 def score(df: Any, models: str | Path, level: str = "window", every: str = "day", aggregation: str | None = None,
           buckets: int | None = None, threads: int = 1, errors: Any = None):
     """Score an events DataFrame (the event columns; ts as timestamp, epoch or ISO text) with a model repository.
@@ -261,6 +293,13 @@ def score(df: Any, models: str | Path, level: str = "window", every: str = "day"
                                                   F.col("_row").cast("string")))
     first = Window.partitionBy(key, "_eid").orderBy("_file", "_row")
     events = events.withColumn("_eid", eid).withColumn("_n", F.row_number().over(first)).filter("_n = 1")
+    # Cross-entity features need every bucket's devices and IPs and every event, not only the last max_events:
+    # Spark takes the first-seen minima over all events, the driver collects them (a few rows per entity, device and
+    # IP) and ships them to every group, which reads them as `seqguard score` reads its whole-file index.
+    # Persisted: the aggregations and the scoring then read one validation pass (its row counts count each row once).
+    events = events.persist()
+    cross_rows = spark.sparkContext.broadcast(_cross_rows(events, key))
+    cross_token = uuid.uuid4().hex
     # Only the last max_events events of each entity-day (every=day) or entity (every=entity) can be in a window;
     # Spark applies this row_number limit partly before the shuffle (its window group limit).
     part = [F.col(key)] + ([F.floor(F.col("ts") / 86400.0)] if every == "day" else [])
@@ -274,7 +313,7 @@ def score(df: Any, models: str | Path, level: str = "window", every: str = "day"
     def run(pdf):
         scorer = _scorer(SparkFiles.get(name), every, level, aggregation, threads)
         pdf = pdf.sort_values(["_file", "_row"], kind="stable").drop(columns=["_file", "_row", "_bucket"])
-        return scorer.score_frame(pdf.reset_index(drop=True))
+        return scorer.score_frame(pdf.reset_index(drop=True), cross_index=_cross_index(cross_token, cross_rows))
 
     return events.groupBy("_bucket").applyInPandas(run, schema)
 

@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from seqguard.config import SequenceConfig
+from seqguard.crossentity import frame_cross_features
 from seqguard.features import Encoded, encode_window, serialize_text
 from seqguard.sequences import EventColumns, columns_from_frame, sort_for_sequences, window_index
 from seqguard.train.config import SplitConfig
@@ -76,9 +77,11 @@ def build_windows(frame: pd.DataFrame, cfg: SequenceConfig, progress: bool = Fal
         raise DatasetError(f"no rows have the entity key {cfg.entity_key!r}")
     idx = window_index(ordered, cfg, every="day")
     cols = columns_from_frame(ordered)
-    encoded = [encode_window(cols.slice(int(s), int(e)), cfg)
-               for s, e in tqdm(list(zip(idx.start, idx.end, strict=True)), desc="windows", unit="win",
-                                disable=not progress, leave=False)]
+    # Cross-entity features from the whole frame, each window as of its own last event (no look-ahead).
+    cross = frame_cross_features(ordered[cfg.entity_key].to_numpy(dtype=object), cols, idx.start, idx.end)
+    encoded = [encode_window(cols.slice(int(s), int(e)), cfg, cross[i])
+               for i, (s, e) in enumerate(tqdm(list(zip(idx.start, idx.end, strict=True)), desc="windows",
+                                               unit="win", disable=not progress, leave=False))]
     labels = None
     scenario = np.full(len(encoded), "unlabeled", dtype=object)
     if "is_anomaly" in ordered:

@@ -32,6 +32,7 @@ from seqguard.contracts import (
     SEQUENCE_CONFIG_FILE,
     TOKENIZER_DIR,
 )
+from seqguard.crossentity import presence
 from seqguard.drift import save_checkpoint_reference
 from seqguard.features import FEATURE_NAMES
 from seqguard.scoring.detector import ECODDetector
@@ -161,6 +162,9 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
     split = split_windows(ws, cfg.split, cfg.seed)
     log(f"  split: {split.mode} ({split.why})")
     check_split(ws, split)  # before any model is trained: one class in validation or test is an error, not a warning
+    metrics["cross_entity"] = presence(ws.columns)  # absent device_id / ip: said, not silently constant
+    if metrics["cross_entity"]["note"]:
+        log(f"  cross-entity: {metrics['cross_entity']['note']}")
     y = ws.y() if ws.has_labels else None
     labelled = y is not None
     metrics["split"] = split.describe(ws)
