@@ -15,7 +15,8 @@ from seqguard.cli import main
 from seqguard.features import describe_step, encode_window, pad_batch
 from seqguard.generator import GeneratorConfig, generate
 from seqguard.io import write_events
-from seqguard.scoring.ensemble import SURPRISE, UNSUPERVISED, Ensemble, margin_input
+from seqguard.models import N_SURPRISE_STATS
+from seqguard.scoring.ensemble import ISOLATION, SURPRISE, UNSUPERVISED, Ensemble, margin_input
 from seqguard.scoring.scorer import Scorer
 from seqguard.sequences import columns_from_frame
 from seqguard.train.bert import pretrain
@@ -72,7 +73,7 @@ def test_statistics_are_standardised_on_training_windows_and_shuffles_are_surpri
     train_z = res.train_margins
     assert abs(train_z.mean()) < 0.05 and 0.2 < train_z.std() < 2.0
     c = res.model.config
-    assert c.improbable_nll > 0 and len(c.stat_mean) == len(c.stat_scale) == 3
+    assert c.improbable_nll > 0 and len(c.stat_mean) == len(c.stat_scale) == len(c.stat_weights) == N_SURPRISE_STATS
     # The same windows with their events' order scrambled and a rare kind spliced in: far less likely.
     rng = np.random.default_rng(0)
     idx = split.test[[len(ws.encoded[int(i)].input_ids) >= 12 for i in split.test]][:60]
@@ -85,9 +86,16 @@ def test_statistics_are_standardised_on_training_windows_and_shuffles_are_surpri
         events[:, 1] = events[rng.permutation(len(events)), 1]  # contexts (gaps, hours) no longer fit their events
         ids[1:-1] = events.reshape(-1)
         scrambled.append(type(e)(ids, e.token_type_ids, e.features))
-    z0 = surprise_margin(predict_logits(res.model, enc))
-    z1 = surprise_margin(predict_logits(res.model, scrambled))
-    assert (z1 > z0).mean() > 0.7
+    # The "too surprising" half (mean event NLL) rises; the "too regular" half (repeated transitions) may fall, as
+    # a shuffle breaks repeats, so the likelihood statistic is what this checks.
+    import torch
+
+    def mean_nll(windows: list) -> np.ndarray:
+        batch = {k: torch.from_numpy(v) for k, v in pad_batch(windows).items()}
+        with torch.inference_mode():
+            return res.model.window_stats(batch["input_ids"], batch["attention_mask"])[0][:, 0].numpy()
+
+    assert (mean_nll(scrambled) > mean_nll(enc)).mean() > 0.8
 
 
 def test_describe_step_names_the_events_and_gap() -> None:
@@ -117,16 +125,22 @@ def label_free(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_no_labels_trains_and_serves_the_detector_and_surprise_averaged(label_free: Path) -> None:
+def test_no_labels_trains_and_serves_the_detector_forest_and_surprise_pooled(label_free: Path) -> None:
     index = json.loads((label_free / "checkpoint.json").read_text())
     assert index["labels_used"] is False
     assert [m["name"] for m in index["models"]] == [SURPRISE]
     ens = Ensemble.load(label_free / "ensemble.json")
     assert ens.components == [SURPRISE] and ens.main.kind == "percentile"
-    assert margin_input(SURPRISE) in ens.main.inputs and ens.main.metrics["averaged"] == [UNSUPERVISED, SURPRISE]
-    assert SURPRISE in ens.reference and np.all(np.diff(ens.reference[SURPRISE]) >= 0)
-    # Thresholds are the training windows' own quantiles of the averaged score: strictly inside (0, 1).
-    assert 0.5 < ens.main.thresholds["review"] < ens.main.thresholds["block"] <= 1.0
+    assert margin_input(SURPRISE) in ens.main.inputs and ISOLATION in ens.main.inputs
+    assert ens.main.metrics["averaged"] == [UNSUPERVISED, ISOLATION, SURPRISE] and ens.main.metrics["combine"] == "tail"
+    # Backend down: the detector and the forest (neither needs a model server), pooled the same way.
+    assert ens.degraded.metrics["averaged"] == [UNSUPERVISED, ISOLATION] and ISOLATION in ens.degraded.inputs
+    for name in (SURPRISE, ISOLATION):
+        assert name in ens.reference and np.all(np.diff(ens.reference[name]) >= 0)
+    assert ens.isolation is not None and ens.isolation.meta["estimator"] == "IsolationForest"
+    # Thresholds are the training windows' own quantiles of the pooled score: inside (0, 1].
+    for st in (ens.main, ens.degraded):
+        assert 0 < st.thresholds["review"] < st.thresholds["block"] <= 1.0
 
 
 def test_scorer_averages_percentiles_and_explains_the_surprising_step(label_free: Path) -> None:
@@ -139,8 +153,10 @@ def test_scorer_averages_percentiles_and_explains_the_surprising_step(label_free
     ws = build_windows(ev, cfg)
     logits = {SURPRISE: predict_logits(model, ws.encoded)}
     bs = scorer.score_batch(logits, ws.features)
-    expected = (bs.component_scores[UNSUPERVISED] + scorer.ensemble.percentile(SURPRISE, surprise_margin(
-        logits[SURPRISE]))) / 2
+    parts = [bs.component_scores[UNSUPERVISED], bs.component_scores[ISOLATION],
+             scorer.ensemble.percentile(SURPRISE, surprise_margin(logits[SURPRISE]))]
+    # The mean -log tail share (floored at 1/1000), over log(1000): one component deep in its tail counts.
+    expected = -np.mean([np.log(np.maximum(1 - p, 1e-3)) for p in parts], axis=0) / np.log(1000)
     np.testing.assert_allclose(bs.score, expected)
     assert np.all((bs.component_scores[SURPRISE] >= 0) & (bs.component_scores[SURPRISE] <= 1))
     top = np.argsort(-bs.component_scores[SURPRISE])[:5]
@@ -151,9 +167,16 @@ def test_scorer_averages_percentiles_and_explains_the_surprising_step(label_free
         unusual = [r for r in d.reasons if r.startswith("unusual step: ")]
         if bs.component_scores[SURPRISE][i] >= 0.99:
             assert len(unusual) == 1 and ("→" in unusual[0] or "event" in unusual[0])
-    # Degraded (backend down): the detector alone, still scored.
+    # The isolation forest explains a window it isolates faster than 99 % of training windows.
+    far = np.flatnonzero(bs.component_scores[ISOLATION] >= 0.99)[:3]
+    assert len(far)
+    for d in scorer.score({SURPRISE: logits[SURPRISE][far]}, ws.features[far]):
+        assert any(r.startswith("isolation forest: isolated faster than") for r in d.reasons)
+    # Degraded (backend down): the detector and the isolation forest, still scored.
     deg = scorer.score_batch(None, ws.features)
-    np.testing.assert_allclose(deg.score, deg.component_scores[UNSUPERVISED])
+    expected = -(np.log(np.maximum(1 - deg.component_scores[UNSUPERVISED], 1e-3))
+                 + np.log(np.maximum(1 - deg.component_scores[ISOLATION], 1e-3))) / 2 / np.log(1000)
+    np.testing.assert_allclose(deg.score, expected)
 
 
 def test_label_free_checkpoint_exports_and_the_onnx_graph_matches(label_free: Path, tmp_path: Path) -> None:
@@ -163,3 +186,23 @@ def test_label_free_checkpoint_exports_and_the_onnx_graph_matches(label_free: Pa
     manifest = json.loads((tmp_path / "repo" / "manifest.json").read_text())
     names = json.dumps(manifest)
     assert SURPRISE in names
+
+
+def test_repeated_transitions_marks_a_step_seen_before_in_the_window() -> None:
+    """The regularity statistic: an event whose (previous event, event) tokens already occurred earlier."""
+    import torch
+
+    from seqguard.models import repeated_transitions
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 8, 30):
+        events = rng.integers(10, 13, size=(n, 2))  # few distinct tokens: repeats happen
+        ids = np.concatenate([[2], events.ravel(), [3], [0] * 9])  # CLS, events, SEP, padding
+        pairs = [tuple(e) for e in events]
+        steps = [(pairs[i - 1], pairs[i]) for i in range(1, n)]
+        expected = [False] + [steps[i - 1] in steps[: i - 1] for i in range(1, n)]
+        got = repeated_transitions(torch.tensor(ids[None, :]))[0, :n].tolist()
+        assert got == expected, (n, got, expected)
+    # A bot repeating one step: every transition after the first repeats.
+    bot = np.concatenate([[2], np.tile([20, 30], 10), [3]])
+    assert repeated_transitions(torch.tensor(bot[None, :]))[0, :10].tolist() == [False, False] + [True] * 8

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on unlabeled windows, fine-tune it and the sequence RNN and fit boosted trees on the aggregate features "
         "(when the data has an is_anomaly column), fit the unsupervised detector and the ensemble, and write a "
         "checkpoint folder for `seqguard export` / `evaluate`. Without labels (or with --no-labels) it serves the "
-        "detector and the label-free next-event surprise model (unsupervised_sequence), averaged.",
+        "detector, an isolation forest and the label-free next-event surprise model (unsupervised_sequence), pooled.",
     )
     add_data(p, "events file (.csv, .parquet, .jsonl)")
     add_data_arguments(p)
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run the label-efficiency and held-out-scenario studies (extra training runs)")
     p.add_argument("--no-labels", action="store_true",
                    help="train and serve without labels even if the data has some: the detector and the label-free "
-                   "sequence surprise model (unsupervised_sequence), averaged")
+                   "sequence surprise model (unsupervised_sequence), with an isolation forest, pooled")
     add_on_error(p)
     add_no_progress(p)
     p.set_defaults(func=run)

@@ -121,22 +121,20 @@ def run_set(ds: EvalSet, out: Path, studies: bool = False, config: Path | None =
 def label_free_scorer(scorer: Any) -> Any:
     """What `train --no-labels` serves, from a labelled checkpoint's label-free parts.
 
-    The detector and the surprise model never read labels, and a labelled run trains them on the same windows with
-    the same seed as a label-free run, so they are the very models `--no-labels` would train; only the combination
-    differs. The label-free combination is rebuilt here (the same percentile stacker, scored by the same Scorer), so
-    the suite trains once per set. tests/test_evaluation_suite.py holds it equal to a real `--no-labels` checkpoint.
+    The detector, the isolation forest and the surprise model never read labels, and a labelled run trains them on
+    the same windows with the same seed as a label-free run, so they are the very models `--no-labels` would train;
+    only the combination differs. The label-free combination is rebuilt here (Ensemble.label_free, as training
+    builds it, scored by the same Scorer), so the suite trains once per set; only its thresholds differ (the
+    training windows' quantiles are not kept), never its score. tests/test_evaluation_suite.py holds it equal to a
+    real `--no-labels` checkpoint.
     """
-    from seqguard.scoring.ensemble import Ensemble, percentile_stacker
+    from seqguard.scoring.ensemble import Ensemble
     from seqguard.scoring.scorer import Scorer
 
     ens = scorer.ensemble
     if SURPRISE not in ens.reference:
         return None
-    names = Ensemble.input_names([SURPRISE], ens.rule_ids)
-    main = percentile_stacker(names, ens.review_fpr, ens.block_fpr, "label-free")
-    deg = percentile_stacker(Ensemble.input_names([], ens.rule_ids), ens.review_fpr, ens.block_fpr, "label-free")
-    free = Ensemble([SURPRISE], list(ens.rule_ids), main, deg, ens.review_fpr, ens.block_fpr,
-                    reference={SURPRISE: ens.reference[SURPRISE]})
+    free = Ensemble.label_free([SURPRISE], ens.rule_ids, ens.reference, ens.review_fpr, ens.block_fpr, ens.isolation)
     return Scorer(free, scorer.rules, scorer.detector)
 
 
@@ -215,7 +213,8 @@ def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, st
     lines = ["# seqguard evaluation suite", "",
              f"`make evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds / 60:.1f} min. "
              f"Each set: one checkpoint trained with {config_name}; `label_free` is what `train --no-labels` "
-             "serves (the detector and the surprise model, which never read labels, averaged); "
+             "serves (the percentiles of the detector, the isolation forest and the surprise model, which never "
+             "read labels, pooled as 1 - the geometric mean of their tail shares); "
              "figures on the held-out test windows of the training split; entity score = the aggregation of its test "
              "windows' scores that training chose on validation (seqguard.train.entity_metrics). Intervals: bootstrap "
              f"95 % ({BOOT} resamples).", ""]

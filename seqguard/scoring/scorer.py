@@ -11,7 +11,8 @@ Decision logic, in order:
 4. reasons = the fired rules' reasons, then the detector's deepest feature tails ("max_failed_payments_10m=8
    (p>99.9%)"), then the model (sequence model or aggregate-feature trees) that pushed the score up most, then,
    when the label-free sequence model finds the window more surprising than 99 % of training windows, its most
-   surprising step ("unusual step: view→purchase within 2s").
+   surprising step ("unusual step: view→purchase within 2s"), and when a label-free stacker's isolation forest
+   isolates it faster than 99 % of training windows, that.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from seqguard.contracts import DETECTOR_FILE, ENSEMBLE_FILE, RULES_FILE
 from seqguard.features import FEATURE_NAMES, describe_step
 from seqguard.scoring.detector import ECODDetector
 from seqguard.scoring.ensemble import (
+    ISOLATION,
     SURPRISE,
     TABULAR,
     UNSUPERVISED,
     Ensemble,
     Stacker,
+    combine_percentiles,
     logit_margin,
     margin_input,
     matrix,
@@ -41,7 +44,7 @@ from seqguard.scoring.ensemble import (
 from seqguard.scoring.rules import RuleSet, load_rules
 
 DECISIONS = ("allow", "review", "block")  # index = rank, as rules.OUTCOME_RANK
-SURPRISE_REASON_PERCENTILE = 0.99
+SURPRISE_REASON_PERCENTILE = 0.99  # also the isolation forest's
 
 
 class ScorerError(ValueError):
@@ -149,9 +152,11 @@ class Scorer:
         if logits is not None and SURPRISE in margins:
             step = np.rint(-np.asarray(logits[SURPRISE], dtype=np.float64)[:, 0]).astype(np.int64)
         if stacker.kind == "percentile":
-            averaged = [comps[UNSUPERVISED]] + [comps[c] for c in self.components
-                                                if margin_input(c) in stacker.inputs and c in comps]
-            score = np.mean(averaged, axis=0)
+            if ISOLATION in stacker.inputs and self.ensemble.isolation is not None:  # label-free checkpoints only
+                comps[ISOLATION] = self.ensemble.percentile(ISOLATION, self.ensemble.isolation.decision_function(x))
+            averaged = [comps[UNSUPERVISED]] + [comps[n] for n in (ISOLATION, *self.components)
+                                                if n in comps and (n == ISOLATION or margin_input(n) in stacker.inputs)]
+            score = combine_percentiles(averaged, stacker.metrics.get("combine", "mean"))
             contrib = np.zeros((b, len(stacker.inputs)))
         else:
             inp = matrix(signals(margins, tab, unsup, hits, self.rules.ids), stacker.inputs)
@@ -188,6 +193,9 @@ class Scorer:
                         else f"event {p + 1} of the window")
                 reasons.append(f"unusual step: {step} (surprise above {100 * bs.component_scores[SURPRISE][i]:.1f} "
                                "% of training windows)")
+            if ISOLATION in bs.component_scores and bs.component_scores[ISOLATION][i] >= SURPRISE_REASON_PERCENTILE:
+                reasons.append(f"isolation forest: isolated faster than {100 * bs.component_scores[ISOLATION][i]:.1f} "
+                               "% of training windows")
             out.append(Decision(
                 score=float(bs.score[i]),
                 decision=DECISIONS[int(bs.rank[i])],

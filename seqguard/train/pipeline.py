@@ -51,6 +51,7 @@ from seqguard.train.config import TrainConfig
 from seqguard.train.dataset import build_windows, check_split, split_windows
 from seqguard.train.entity_metrics import choose_aggregation, entity_report
 from seqguard.train.evaluate import operating_point
+from seqguard.train.isolation import fit_isolation_forest
 from seqguard.train.loop import predict_logits, setup_torch
 from seqguard.train.metrics import clean, degenerate_sources, full_report, low_negative_warning
 from seqguard.train.oof import small_data_oof
@@ -191,6 +192,12 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         metrics["surprise"] = sur.to_dict()
         st.done("surprise model", f"{sur.steps} steps, next-event loss {sur.final_loss or float('nan'):.3f}")
 
+    # The label-free isolation forest (labels never read), kept with the ensemble; its reference windows are the
+    # surprise model's, so every label-free part is measured on the same training windows.
+    isolation = fit_isolation_forest(ws.features[split.train], cfg.seed)
+    ref_idx = sur.reference_idx if sur is not None else split.train
+    st.done("isolation forest", f"{len(isolation.trees)} trees on {len(split.train):,} unlabeled windows")
+
     models: dict[str, Any] = {}
     entries: list[dict[str, str]] = []
     fits: dict[str, Any] = {}
@@ -251,7 +258,8 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         cfg.ensemble.c, cfg.seed, tabular, feats_fit, select_best=cfg.ensemble.select_best, fitted_on=fitted_on,
         folds=cfg.ensemble.oof_folds, tabular_scores=fit_tab,
         reference={surprise_stage.NAME: sur.train_margins} if sur is not None else None,
-        unsupervised_reference=detector.percentile(detector.score_samples(ws.features[split.train])))
+        unsupervised_reference=detector.percentile(detector.score_samples(ws.features[ref_idx])),
+        isolation=isolation, isolation_reference=isolation.decision_function(ws.features[ref_idx]))
     for which in ("main", "degraded"):
         sel = getattr(ensemble, which).metrics.get("selection")
         if sel:

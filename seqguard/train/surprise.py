@@ -5,8 +5,9 @@ what came before. This stage therefore starts a causal BERT (SequenceSurpriseMod
 weights and trains it on next-token prediction over the same unlabeled training windows, for as many epochs as the
 masked-token stage (more on small captures: at least MIN_STEPS steps). Then it measures the training windows'
 surprise statistics (mean / max event NLL, the 99th percentile of event NLL that makes an event "improbable", the
-share of improbable events) and writes them into the model's config, so the exported graph computes the standardised
-score by itself: one forward pass per window, the same inputs and output as every other served model.
+share of improbable events, the share of repeated transitions) and writes them into the model's config, so the
+exported graph computes the standardised score by itself: one forward pass per window, the same inputs and output as
+every other served model.
 
 Labels are never read here.
 """
@@ -42,6 +43,7 @@ MAX_EPOCHS = 4
 class SurpriseResult:
     model: Any
     train_margins: np.ndarray  # the surprise z of the (sampled) training windows: the label-free reference
+    reference_idx: np.ndarray  # those windows (sorted indices into the windows): other references use the same
     epochs: int
     steps: int
     final_loss: float | None
@@ -92,6 +94,8 @@ def train_surprise(pre: PretrainResult, encoded: list[Encoded], idx: np.ndarray,
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    from seqguard.models import N_SURPRISE_STATS
+
     t0 = time.perf_counter()
     if cfg.pretrain_epochs == 0 or not len(idx):
         return None
@@ -128,21 +132,24 @@ def train_surprise(pre: PretrainResult, encoded: list[Encoded], idx: np.ndarray,
     events = _event_nlls(model, encoded, ref)
     model.config.improbable_nll = float(np.quantile(events, IMPROBABLE_QUANTILE)) if len(events) else 8.0
     # With the threshold fixed, the per-window statistics (via the graph itself, mean 0 / scale 1 for now).
-    model.config.stat_mean, model.config.stat_scale = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    model.config.stat_mean = [0.0] * N_SURPRISE_STATS
+    model.config.stat_scale = [1.0] * N_SURPRISE_STATS
     stats = _window_stats(model, encoded, ref)
     mean = stats.mean(axis=0)
     scale = stats.std(axis=0)
     model.config.stat_mean = [float(v) for v in mean]
     model.config.stat_scale = [float(v) if v > 1e-9 else 1.0 for v in scale]
     margins = surprise_margin(predict_logits(model, encoded, ref))
-    return SurpriseResult(model, margins, epochs, steps, loss_avg, time.perf_counter() - t0)
+    return SurpriseResult(model, margins, ref, epochs, steps, loss_avg, time.perf_counter() - t0)
 
 
 def _window_stats(model: Any, encoded: list[Encoded], idx: np.ndarray, batch_size: int = 256) -> np.ndarray:
     import torch
 
+    from seqguard.models import N_SURPRISE_STATS
+
     lengths = np.fromiter((len(encoded[int(i)].input_ids) for i in idx), dtype=np.int64, count=len(idx))
-    out = np.zeros((len(idx), 3))
+    out = np.zeros((len(idx), N_SURPRISE_STATS))
     with torch.inference_mode():
         for b in bucket_batches(lengths, batch_size, None):
             t = tensors(encoded, idx[b])
