@@ -63,7 +63,7 @@ model: setup
 PORT ?= 3000
 serve: setup
 	@test -f $(REPO)/manifest.json || $(MAKE) --no-print-directory model
-	@SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/python -m service.check
+	@SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/python -m seqguard.service.check
 	SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
 
 # Every benchmark level in one run (about 10 minutes): BENCHMARKS.md, docs/bench/latest.{json,png}, bench/results/.

@@ -52,12 +52,12 @@ def _copy_tree(dst: Path) -> None:
     ("module", "line", "expected"),
     [
         # The core reaching up into a stage, and the stages' process launcher.
-        ("seqguard/features.py", "import service.engine", "seqguard.features is not allowed to import service"),
+        ("seqguard/features.py", "import seqguard.service.engine", "seqguard.features is not allowed to import service"),
         ("seqguard/sequences.py", "import seqguard.processes.supervisor",
          "is not allowed to import seqguard.processes"),
         # A stage reaching into another stage, and into the CLI.
-        ("export/checkpoint.py", "import infra.deploy.config", "export is not allowed to import infra"),
-        ("service/settings.py", "import seqguard.cli", "service is not allowed to import seqguard.cli"),
+        ("seqguard/export/checkpoint.py", "import seqguard.infra.deploy.config", "export is not allowed to import infra"),
+        ("seqguard/service/settings.py", "import seqguard.cli", "service is not allowed to import seqguard.cli"),
         # bench on tests, and a file cycle.
         ("bench/common.py", "import tests.support", "bench is not allowed to import tests"),
         ("seqguard/train/components.py", "import seqguard.train.pipeline", "No cycles are allowed in seqguard.train"),

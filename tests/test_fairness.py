@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.fairness import LargeRequestLane
+from seqguard.service.fairness import LargeRequestLane
 
 
 def scope(length: int | None, method: str = "POST") -> dict:

@@ -1,6 +1,6 @@
 """Check the GPU precision path of a checkpoint's behaviour BERT on a machine with a CUDA GPU.
 
-    python export/gpu_check.py --models models --out gpu_check.json
+    python seqguard/export/gpu_check.py --models models --out gpu_check.json
 
 Standalone on purpose (numpy, torch, transformers, scikit-learn only): GPU hosts rarely carry seqguard's pinned
 environment. It runs the saved BertForSequenceClassification in fp32 and fp16 on the GPU over the checkpoint's

@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from export.checkpoint import Checkpoint
 from seqguard.contracts import (
     DETECTOR_FILE,
     ENSEMBLE_FILE,
@@ -21,6 +20,7 @@ from seqguard.contracts import (
     RULES_FILE,
     ensemble_output,
 )
+from seqguard.export.checkpoint import Checkpoint
 from seqguard.manifest import TOKENIZER_FILES, ComponentEntry, ExportSettings, Manifest, TensorEntry, write_manifest
 from seqguard.tokenizer import tokenizer_hash
 

@@ -19,10 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from export.checkpoint import Calibration, Checkpoint, ModelEntry
-from export.onnx_export import DEFAULT_OPSET, ExportError, export_model, load_torch_model, optimize_bert, torch_logits
-from export.parity import GateReport, ParityError, decider, fp32_gate, latency_ms, ort_logits, ort_session, reduced_gate
-from export.quantize import (
+from seqguard.export.checkpoint import Calibration, Checkpoint, ModelEntry
+from seqguard.export.onnx_export import (
+    DEFAULT_OPSET,
+    ExportError,
+    export_model,
+    load_torch_model,
+    optimize_bert,
+    torch_logits,
+)
+from seqguard.export.parity import (
+    GateReport,
+    ParityError,
+    decider,
+    fp32_gate,
+    latency_ms,
+    ort_logits,
+    ort_session,
+    reduced_gate,
+)
+from seqguard.export.quantize import (
     AVX2_EXACT_WEIGHTS,
     CPU_FLAVORS,
     PORTABLE,
@@ -33,7 +49,7 @@ from export.quantize import (
     quantize_static_int8,
     quantized_ops,
 )
-from export.triton_repo import ServingSettings, write_ensemble, write_model, write_plan_model
+from seqguard.export.triton_repo import ServingSettings, write_ensemble, write_model, write_plan_model
 from seqguard.manifest import MANIFEST_FILE, verify_repository
 
 Log = Callable[[str], None]
@@ -235,7 +251,7 @@ class _ModelExport:
 
 def _plan(entry: ModelEntry, served: Path, opts: ExportOptions, settings: ServingSettings, repo: Path, work: Path,
           log: Log) -> dict[str, str] | None:
-    from export.tensorrt_plan import build_plan, unavailable_reason
+    from seqguard.export.tensorrt_plan import build_plan, unavailable_reason
 
     reason = unavailable_reason()
     if reason is not None:
@@ -343,7 +359,7 @@ def run_export(opts: ExportOptions, log: Log = print) -> ExportResult:
             results.append(result)
         write_ensemble(tmp, [m.name for m in ckpt.models], settings)
         _copy_service_files(ckpt, tmp)
-        from export.manifest import build_manifest
+        from seqguard.export.manifest import build_manifest
 
         manifest = build_manifest(tmp, ckpt, opts, settings, flavor, results)
         verify_repository(tmp)  # the finished repository must pass the service's own start-up check

@@ -4,7 +4,7 @@ Building the protobuf (tritonclient ships Triton's model_config.proto) rather th
 that does not fit the schema cannot be written; `validate_config` re-parses what was written, for tests and CI.
 Dims, names and types come from seqguard.contracts, never from literals here.
 
-- cpu: python-backend models (export/triton_model.py as 1/model.py) running ONNX Runtime on 1/model.onnx: the
+- cpu: python-backend models (seqguard/export/triton_model.py as 1/model.py) running ONNX Runtime on 1/model.onnx: the
   only backend the standalone tritonserver of the nvidia-pytriton wheel has.
 - gpu: `onnxruntime_onnx` models with the TensorRT execution accelerator (CUDA is ORT's fallback for what
   TensorRT does not take), plus, when a TensorRT engine was built, a `tensorrt_plan` twin `<name>_plan`.

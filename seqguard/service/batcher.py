@@ -5,7 +5,7 @@ Determinism. Every window is padded to a length that depends only on its own len
 call only ever holds windows of one bucket, so a window is computed on exactly the same tensor row whatever else is
 in flight. A call never holds a single row either: ONNX Runtime's CPU kernels take a different (matrix-vector) path
 for one row, whose rounding differs from the batched path in the last bit, so a lone window is scored next to a copy
-of itself. With row-independent models (padding-invariant RNN, fp32 or static int8; see export/quantize.py) the
+of itself. With row-independent models (padding-invariant RNN, fp32 or static int8; see seqguard/export/quantize.py) the
 score of a window is then bit-identical alone or in any company.
 
 Fairness. Requests are queued as jobs; each backend call takes windows round-robin from every waiting job (one

@@ -1,7 +1,7 @@
 """Pre-flight for `bentoml serve`, `make serve` and the container: settings, the repository against its manifest, and
 the state store's durability, checked once with a clean one-line error before any worker starts.
 
-    python -m service.check    # exit 0: bentoml serve will load; exit 2: the message says what to fix
+    python -m seqguard.service.check    # exit 0: bentoml serve will load; exit 2: the message says what to fix
 
 `bentoml serve` runs the same checks in its main process (an `on_deployment` hook of the service), so a broken
 repository stops the server within seconds, naming the file, instead of a worker restarting forever.
@@ -13,7 +13,7 @@ import logging
 import sys
 
 from seqguard.manifest import ManifestError, verify_repository
-from service.settings import ServiceSettings, SettingsError
+from seqguard.service.settings import ServiceSettings, SettingsError
 
 log = logging.getLogger("seqguard.check")
 
@@ -37,7 +37,7 @@ def preflight(settings: ServiceSettings | None = None) -> str:
         raise PreflightError(str(e)) from None
     if settings.state == "redis":
         _check_redis(settings, manifest.sequence_config_model())
-    from service.loop import check_loop_settings
+    from seqguard.service.loop import check_loop_settings
 
     try:
         check_loop_settings(settings, manifest)  # shadow repository, feedback store, score log (issue 17)
@@ -49,7 +49,7 @@ def preflight(settings: ServiceSettings | None = None) -> str:
 
 
 def _check_redis(settings: ServiceSettings, cfg: object) -> None:
-    from service.state import RedisStateStore
+    from seqguard.service.state import RedisStateStore
 
     assert settings.redis_url is not None
     store = RedisStateStore(settings.redis_url, cfg, timeout_seconds=2.0)  # type: ignore[arg-type]
@@ -66,7 +66,7 @@ def _check_redis(settings: ServiceSettings, cfg: object) -> None:
 
 
 def main() -> int:
-    from service.observability import setup_logging
+    from seqguard.service.observability import setup_logging
 
     setup_logging()
     try:

@@ -19,10 +19,10 @@ from seqguard.config import SequenceConfig
 from seqguard.events import Event
 from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace, encode_window
 from seqguard.sequences import EntityState, append_events, state_columns
-from service.backends import Backend, BackendRejected, BackendUnavailable
-from service.batcher import MicroBatcher, QueueFull
-from service.settings import ServiceSettings
-from service.state import MemoryStateStore, StateStore, StateStoreError, StateStoreJournaled
+from seqguard.service.backends import Backend, BackendRejected, BackendUnavailable
+from seqguard.service.batcher import MicroBatcher, QueueFull
+from seqguard.service.settings import ServiceSettings
+from seqguard.service.state import MemoryStateStore, StateStore, StateStoreError, StateStoreJournaled
 
 log = logging.getLogger("seqguard.engine")
 
@@ -174,7 +174,7 @@ class ScoringEngine:
                 if self.metrics:
                     self.metrics.state_errors.inc()
                 # Score what this request carries rather than failing: the answer says it is partial.
-                # "events_journaled": the events are kept locally and will reach the store (service/state.py).
+                # "events_journaled": the events are kept locally and will reach the store (seqguard/service/state.py).
                 reasons = ["state_store_unavailable", *(["events_journaled"] if isinstance(err, StateStoreJournaled)
                                                         else [])]
                 for w in self.windows_from_events(evs):

@@ -18,7 +18,7 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
-from service.openapi import document_spec
+from seqguard.service.openapi import document_spec
 
 Scope = dict[str, Any]
 

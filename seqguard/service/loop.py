@@ -14,16 +14,16 @@ from typing import Any
 
 from seqguard.drift import DriftError, load_reference
 from seqguard.feedback import FeedbackError, FeedbackStore, StoreResult, parse_feedback
-from service.engine import RequestError, ScoringEngine, Window
-from service.score_log import DriftMonitor, LoopMetrics, ScoreLog
-from service.settings import ServiceSettings
+from seqguard.service.engine import RequestError, ScoringEngine, Window
+from seqguard.service.score_log import DriftMonitor, LoopMetrics, ScoreLog
+from seqguard.service.settings import ServiceSettings
 
 log = logging.getLogger("seqguard.loop")
 MAX_SHADOW_IN_FLIGHT = 64
 
 
 def check_loop_settings(settings: ServiceSettings, manifest: Any) -> None:
-    """Pre-flight (service/check.py): what would otherwise fail in the worker, said once with the setting named.
+    """Pre-flight (seqguard/service/check.py): what would otherwise fail in the worker, said once with the setting named.
     Raises ValueError."""
     from seqguard.manifest import ManifestError, verify_repository
 
@@ -72,7 +72,7 @@ class ServiceLoop:
               ) -> ServiceLoop:
         shadow = None
         if settings.shadow_repo is not None:
-            from service.runtime import build_engine
+            from seqguard.service.runtime import build_engine
 
             # The challenger always runs embedded (a local folder) with its own small state; it sees the windows
             # the champion built, so both must build them alike.

@@ -88,7 +88,7 @@ def _is_client_error(exc: BaseException | None) -> bool:
 class ClientErrorFilter(logging.Filter):
     """Drops BentoML's 'Exception on /route' records for client errors: their traceback quotes the offending input
     (identifiers included) and costs kilobytes per bad request. The gateway logs one line per rejection instead
-    (service/http.py). Server errors keep their traceback."""
+    (seqguard/service/http.py). Server errors keep their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and _is_client_error(record.exc_info[1]))

@@ -15,10 +15,10 @@ from seqguard.config import SequenceConfig
 from seqguard.cpuinfo import detect_cpu_flavor
 from seqguard.manifest import ManifestError, verify_repository
 from seqguard.scoring.scorer import Scorer
-from service.backends import Backend, CircuitBreaker, EmbeddedBackend, LocalTritonBackend, TritonBackend
-from service.engine import ScoringEngine
-from service.settings import ServiceSettings
-from service.state import Journal, JournaledStore, MemoryStateStore, RedisStateStore, StateStore
+from seqguard.service.backends import Backend, CircuitBreaker, EmbeddedBackend, LocalTritonBackend, TritonBackend
+from seqguard.service.engine import ScoringEngine
+from seqguard.service.settings import ServiceSettings
+from seqguard.service.state import Journal, JournaledStore, MemoryStateStore, RedisStateStore, StateStore
 
 log = logging.getLogger("seqguard.runtime")
 

@@ -33,7 +33,7 @@ import pandas as pd
 
 from seqguard.drift import SCORE, DriftError, DriftReference
 from seqguard.features import FEATURE_NAMES
-from service.observability import hash_id
+from seqguard.service.observability import hash_id
 
 log = logging.getLogger("seqguard.score_log")
 

@@ -49,7 +49,7 @@ class ServiceSettings(BaseModel):
     max_entities_per_request: int = Field(1_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     large_request_bytes: int = Field(
-        256 * 1024, ge=0, description="bodies larger than this take turns, one at a time (service/fairness.py); 0 = off"
+        256 * 1024, ge=0, description="bodies larger than this take turns, one at a time (seqguard/service/fairness.py); 0 = off"
     )
     max_batch: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(
@@ -65,7 +65,7 @@ class ServiceSettings(BaseModel):
     max_future_skew_s: float = Field(300.0, ge=0, description="events further in the future are rejected")
     max_event_age_days: float = Field(3650.0, gt=0, description="older events are rejected")
     log_salt: str = Field("seqguard", description="salt for the hashes that replace identifiers in logs")
-    # The feedback loop (service/loop.py): score log, drift gauges, outcomes, shadow challenger.
+    # The feedback loop (seqguard/service/loop.py): score log, drift gauges, outcomes, shadow challenger.
     score_log_path: str | None = Field(None, description="folder or s3://bucket/prefix for the Parquet score log; "
                                                          "empty = no score log")
     score_log_sample_rate: float = Field(1.0, ge=0, le=1, description="share of scored windows written to the log")

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from infra.deploy.aws import AwsSession
-from infra.deploy.desired import DesiredState, lifecycle_policy_text
-from infra.deploy.errors import DeployError, PlanBlocked
-from infra.deploy.image import render_push_commands
-from infra.deploy.names import SCALABLE_DIMENSION
-from infra.deploy.plan import Change, Plan
-from infra.deploy.state import image_pushed
-from infra.deploy.waiters import WaitSettings, wait_deleted, wait_in_service
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.desired import DesiredState, lifecycle_policy_text
+from seqguard.infra.deploy.errors import DeployError, PlanBlocked
+from seqguard.infra.deploy.image import render_push_commands
+from seqguard.infra.deploy.names import SCALABLE_DIMENSION
+from seqguard.infra.deploy.plan import Change, Plan
+from seqguard.infra.deploy.state import image_pushed
+from seqguard.infra.deploy.waiters import WaitSettings, wait_deleted, wait_in_service
 
 Log = Callable[[str], None]
 

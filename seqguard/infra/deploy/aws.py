@@ -27,7 +27,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from infra.deploy.errors import AwsError
+from seqguard.infra.deploy.errors import AwsError
 
 _NOT_FOUND_CODES = frozenset(
     {

@@ -15,14 +15,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from infra.deploy.config import (
+from seqguard.configfile import validate
+from seqguard.infra.deploy.config import (
     AutoscalingConfig,
     DeployConfig,
     RealtimeVariant,
     validate_config,
 )
-from infra.deploy.errors import ConfigError
-from seqguard.configfile import validate
+from seqguard.infra.deploy.errors import ConfigError
 
 
 class CapacityPlan(BaseModel):

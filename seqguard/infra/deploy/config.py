@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from infra.deploy.errors import ConfigError
 from seqguard.configfile import read_mapping, validate
+from seqguard.infra.deploy.errors import ConfigError
 
 # Derived names append "-<version>-<8 hex>" to `name`; SageMaker caps names at 63 characters.
 NAME_MAX = 32

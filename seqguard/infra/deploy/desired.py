@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.deploy.config import DeployConfig, RealtimeVariant, ServerlessVariant
-from infra.deploy.names import (
+from seqguard.infra.deploy.config import DeployConfig, RealtimeVariant, ServerlessVariant
+from seqguard.infra.deploy.names import (
     OWNER_TAG,
     SCALABLE_DIMENSION,
     VARIANT_NAME,
@@ -279,7 +279,7 @@ def _alarms(config: DeployConfig, names: ResourceNames) -> tuple[list[AlarmSpec]
 
 
 def _drift_alarms(names: ResourceNames, threshold: float, period: int, common: dict[str, Any]) -> list[AlarmSpec]:
-    from infra.deploy.loop import (
+    from seqguard.infra.deploy.loop import (
         DRIFT_NAMESPACE,
         FEATURE_PSI_ALARM,
         FEATURE_PSI_METRIC,

@@ -6,10 +6,10 @@ endpoint goes, the endpoint before the configs and models it runs, and the ECR r
 
 from __future__ import annotations
 
-from infra.deploy.aws import AwsSession
-from infra.deploy.config import DeployConfig
-from infra.deploy.plan import Action, Change, Plan, make_plan
-from infra.deploy.state import owned_alarms, owned_versions
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.config import DeployConfig
+from seqguard.infra.deploy.plan import Action, Change, Plan, make_plan
+from seqguard.infra.deploy.state import owned_alarms, owned_versions
 
 
 def build_destroy_plan(session: AwsSession, config: DeployConfig, keep_repository: bool = False) -> Plan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from infra.deploy.desired import DesiredState
+from seqguard.infra.deploy.desired import DesiredState
 
 
 def push_commands(desired: DesiredState) -> list[str]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from infra.deploy.aws import AwsSession
-from infra.deploy.errors import DeployError
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.errors import DeployError
 
 DRIFT_NAMESPACE = "Seqguard/Drift"
 FEATURE_PSI_METRIC = "MaxFeaturePSI"

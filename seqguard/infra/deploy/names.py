@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from infra.deploy.config import DeployConfig
+from seqguard.infra.deploy.config import DeployConfig
 
 VARIANT_NAME = "AllTraffic"  # blue/green needs the same variant name in the old and new config: keep it fixed.
 OWNER_TAG = "seqguard:deployment"

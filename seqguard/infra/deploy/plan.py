@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from infra.deploy.aws import AwsSession
-from infra.deploy.config import DeployConfig
-from infra.deploy.desired import DesiredState, build_desired
-from infra.deploy.state import TRANSITIONAL_ENDPOINT_STATES, CurrentState, caller_account, read_current
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.config import DeployConfig
+from seqguard.infra.deploy.desired import DesiredState, build_desired
+from seqguard.infra.deploy.state import TRANSITIONAL_ENDPOINT_STATES, CurrentState, caller_account, read_current
 
 
 class Action(StrEnum):

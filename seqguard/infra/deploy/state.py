@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from infra.deploy.aws import AwsSession
-from infra.deploy.desired import DesiredState
-from infra.deploy.errors import AwsError
-from infra.deploy.names import OWNER_TAG, SCALABLE_DIMENSION
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.desired import DesiredState
+from seqguard.infra.deploy.errors import AwsError
+from seqguard.infra.deploy.names import OWNER_TAG, SCALABLE_DIMENSION
 
 TRANSITIONAL_ENDPOINT_STATES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.deploy.aws import AwsSession
-from infra.deploy.config import DeployConfig
-from infra.deploy.plan import describe_variant, make_plan
-from infra.deploy.state import owned_versions
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.config import DeployConfig
+from seqguard.infra.deploy.plan import describe_variant, make_plan
+from seqguard.infra.deploy.state import owned_versions
 
 
 def collect_status(session: AwsSession, config: DeployConfig) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from infra.deploy.aws import AwsSession
-from infra.deploy.errors import DeployError
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.errors import DeployError
 
 _BROKEN = frozenset({"Failed", "OutOfService", "UpdateRollbackFailed"})
 

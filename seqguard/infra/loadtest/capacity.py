@@ -2,7 +2,7 @@
 
 `analyse` judges each stage against the SLO's latency and error thresholds (not min_rps: a stage with few users
 cannot reach it by design) and keeps the curve; `plot` draws it; `plan` turns the result into the
-`infra.deploy.capacity_plan.CapacityPlan` that `seqguard deploy --capacity FILE` reads, through the one formula that
+`seqguard.infra.deploy.capacity_plan.CapacityPlan` that `seqguard deploy --capacity FILE` reads, through the one formula that
 model declares (`CapacityPlan.from_measurement`).
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infra.loadtest.collect import AGGREGATED
-from infra.loadtest.slo import SLO, evaluate
 from seqguard.configfile import field_errors
+from seqguard.infra.loadtest.collect import AGGREGATED
+from seqguard.infra.loadtest.slo import SLO, evaluate
 
 
 class CapacityError(ValueError):
@@ -165,7 +165,7 @@ def plan(result: CapacityResult, target_rps: float, headroom: float = 0.3, burst
     `headroom` here is the spare share (0.3 = run instances at 70 % of what they sustained within the SLO);
     CapacityPlan records the used share (its `headroom` field, 0.7), as its own formula defines it.
     """
-    from infra.deploy.capacity_plan import CapacityPlan
+    from seqguard.infra.deploy.capacity_plan import CapacityPlan
 
     if not 0 <= headroom < 1:
         raise CapacityError(f"headroom must lie in [0, 1) (got {headroom:g}): it is the share kept in reserve")

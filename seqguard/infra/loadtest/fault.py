@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.loadtest.collect import write_json
-from infra.loadtest.processes import ServiceProcess, start_triton
-from infra.loadtest.runner import start_locust, verdict_json
-from infra.loadtest.settings import LoadSettings
-from infra.loadtest.slo import SLO, evaluate
+from seqguard.infra.loadtest.collect import write_json
+from seqguard.infra.loadtest.processes import ServiceProcess, start_triton
+from seqguard.infra.loadtest.runner import start_locust, verdict_json
+from seqguard.infra.loadtest.settings import LoadSettings
+from seqguard.infra.loadtest.slo import SLO, evaluate
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""seqguard's load-test users. Settings come from SEQGUARD_LT_* variables (infra/loadtest/settings.py).
+"""seqguard's load-test users. Settings come from SEQGUARD_LT_* variables (seqguard/infra/loadtest/settings.py).
 
     ShopperUser   streams one account's events to POST /events, one request per event, waiting the account's
                   recorded gaps (compressed by `pace`, capped); `attack_share` of the accounts are attackers
@@ -6,9 +6,9 @@
     TritonUser    raw Triton: gRPC infer on the ensemble with the tensors the service would send (mode=triton)
     ReplayUser    streams a real events file to POST /events at recorded or accelerated pace (mode=replay)
 
-Usually started by `seqguard loadtest` (infra/loadtest/runner.py); by hand:
+Usually started by `seqguard loadtest` (seqguard/infra/loadtest/runner.py); by hand:
 
-    SEQGUARD_LT_STATS_OUT=reports/stats.json locust -f infra/loadtest/locustfile.py --headless -u 20 -r 5 -t 30s \
+    SEQGUARD_LT_STATS_OUT=reports/stats.json locust -f seqguard/infra/loadtest/locustfile.py --headless -u 20 -r 5 -t 30s \
         --host http://127.0.0.1:3000
 """
 
@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from locust import FastHttpUser, LoadTestShape, User, constant_pacing, events, task
 
-from infra.loadtest.collect import Collector, write_json
-from infra.loadtest.settings import TRITON_REQUEST_NAME, LoadSettings, expected_endpoints
+from seqguard.infra.loadtest.collect import Collector, write_json
+from seqguard.infra.loadtest.settings import TRITON_REQUEST_NAME, LoadSettings, expected_endpoints
 
 log = logging.getLogger("seqguard.loadtest")
 SETTINGS = LoadSettings.from_env()
@@ -46,7 +46,7 @@ if SETTINGS.mode == "triton":
 
 @events.init.add_listener
 def _build_payloads(environment: Any, **_kw: Any) -> None:
-    from infra.loadtest.payloads import AccountPool, load_replay, triton_batches
+    from seqguard.infra.loadtest.payloads import AccountPool, load_replay, triton_batches
 
     s = SETTINGS
     if s.mode == "replay":
@@ -93,7 +93,7 @@ def _write_stats(environment: Any, **_kw: Any) -> None:
         write_json(SETTINGS.stats_out, summary)
     if SETTINGS.slo_file and not SETTINGS.steps:
         # Gate here too, so a hand-run `locust -f` fails the same way `seqguard loadtest` does.
-        from infra.loadtest.slo import evaluate, load_slo
+        from seqguard.infra.loadtest.slo import evaluate, load_slo
 
         verdict = evaluate(load_slo(SETTINGS.slo_file), summary["endpoints"], summary["expected_endpoints"])
         for v in verdict.violations:
@@ -163,7 +163,7 @@ class ShopperUser(_ScoringClient):
         return self._think
 
     def _next_account(self) -> None:
-        from infra.loadtest.payloads import new_entity_id, stream
+        from seqguard.infra.loadtest.payloads import new_entity_id, stream
 
         account = STATE["pool"].pick(SETTINGS.attack_share)
         entity = new_entity_id(SETTINGS.run_tag, account)
@@ -196,7 +196,7 @@ class BatchScorer(_ScoringClient):
 
     @task
     def score_batch(self) -> None:
-        from infra.loadtest.payloads import score_batch
+        from seqguard.infra.loadtest.payloads import score_batch
 
         events_, kinds = score_batch(STATE["pool"], SETTINGS.attack_share, SETTINGS.batch_entities,
                                      SETTINGS.run_tag, last=SETTINGS.batch_events)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.loadtest.collect import write_json
-from infra.loadtest.settings import LoadSettings
-from infra.loadtest.slo import SLO, Verdict, evaluate
+from seqguard.infra.loadtest.collect import write_json
+from seqguard.infra.loadtest.settings import LoadSettings
+from seqguard.infra.loadtest.slo import SLO, Verdict, evaluate
 from seqguard.processes.supervisor import ChildProcess
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")

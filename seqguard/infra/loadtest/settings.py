@@ -1,7 +1,7 @@
 """Every knob of a load run, as one typed model that travels to the locust subprocess in SEQGUARD_LT_* variables.
 
 Locust runs the locustfile in a child process, so the runner cannot hand it Python objects; environment variables
-also let someone run `locust -f infra/loadtest/locustfile.py` by hand with the same settings.
+also let someone run `locust -f seqguard/infra/loadtest/locustfile.py` by hand with the same settings.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from infra.loadtest.collect import AGGREGATED
 from seqguard.configfile import load_model
+from seqguard.infra.loadtest.collect import AGGREGATED
 
 LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms")
 
