@@ -1,8 +1,8 @@
 """Accuracy beside speed: each precision's ROC-AUC on the checkpoint's calibration (validation) windows.
 
-The windows, labels and the PyTorch reference come through seqguard.export.checkpoint / seqguard.export.parity, the same readers the
-export's parity gates use. Only a trained model has a ROC-AUC worth reading; for a randomly initialised one the
-section says so instead of printing numbers that would look like a finding.
+The windows, labels and the PyTorch reference come through seqguard.export.checkpoint / seqguard.export.parity, the
+same readers the export's parity gates use. Only a trained model has a ROC-AUC worth reading; for a randomly
+initialised one the section says so instead of printing numbers that would look like a finding.
 """
 
 from __future__ import annotations

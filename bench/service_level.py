@@ -1,5 +1,6 @@
-"""Service: POST /score for one entity through a real `bentoml serve` (seqguard.infra.loadtest.processes.ServiceProcess),
-against the raw embedded backend (ONNX Runtime sessions of the same repository) called in process on the same window.
+"""Service: POST /score for one entity through a real `bentoml serve`
+(seqguard.infra.loadtest.processes.ServiceProcess), against the raw embedded backend (ONNX Runtime sessions of the
+same repository) called in process on the same window.
 
 The difference of the medians is the service's own overhead at batch 1. To say where it goes, each step of a
 request is also timed alone (validation, windowing + encoding, the micro-batcher's wait + inference, the ensemble

@@ -1,6 +1,6 @@
 """The precision / graph variants of one model, built with the export code itself (never a re-implementation):
-seqguard.export.onnx_export.export_bert (Optimum), optimize_bert (ORTOptimizer level 2), seqguard.export.quantize's dynamic int8
-(with the DefaultTensorType fix on fused graphs) and calibrated static int8."""
+seqguard.export.onnx_export.export_bert (Optimum), optimize_bert (ORTOptimizer level 2), seqguard.export.quantize's
+dynamic int8 (with the DefaultTensorType fix on fused graphs) and calibrated static int8."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 This is the batch twin of the service's `/score`. Nothing here re-implements a step: windows come from
 `seqguard.sequences` (the same code training uses; the service's streaming window is held equal to it by a property
 test), tokens and features from `encode_window`, and the models and the ensemble run inside the service's own
-`ScoringEngine`, built by `seqguard.service.runtime.build_engine` on the verified repository with the embedded ONNX Runtime
-backend. The Spark job (seqguard.spark) calls `BatchScorer.score_frame` on each group, so both engines share it.
+`ScoringEngine`, built by `seqguard.service.runtime.build_engine` on the verified repository with the embedded ONNX
+Runtime backend. The Spark job (seqguard.spark) calls `BatchScorer.score_frame` on each group, so both engines share it.
 
 Memory: `score_file` never holds more than one chunk of entities. A small input is scored in one piece; a larger
 one is first spilled, row group by row group, into bucket files by a stable hash of the entity key (pass 1), and

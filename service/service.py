@@ -4,7 +4,8 @@
     SEQGUARD_BACKEND=local_triton bentoml serve   # the same answers through a local tritonserver
 
 Preprocessing, sequence building and ensembling happen here; model inference is delegated to a backend (embedded
-ONNX Runtime by default, or Triton over gRPC). Configuration comes from SEQGUARD_* variables (seqguard/service/settings.py).
+ONNX Runtime by default, or Triton over gRPC). Configuration comes from SEQGUARD_* variables
+(seqguard/service/settings.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ except SettingsError as _e:
     raise SystemExit(2) from None
 
 # /feedback's fields reach seqguard.feedback.Feedback untouched, so its errors (422, field and reason) are the ones
-# `seqguard feedback import` reports too; the OpenAPI document describes them (seqguard.service.openapi.FEEDBACK_FIELDS).
+# `seqguard feedback import` reports too; the OpenAPI document describes them
+# (seqguard.service.openapi.FEEDBACK_FIELDS).
 FeedbackField = Annotated[Any, Field(description="see the /feedback operation")]
 EventList = Annotated[list[Event], Field(description="raw events, any entities, any order", examples=[EXAMPLE_EVENTS])]
 

@@ -4,8 +4,8 @@ Why: BentoML validates a request body on the event loop before any handler runs,
 entities x 5 events, ~1 MB) takes tens of milliseconds of pydantic work that nothing can interleave with. Four of
 them at once put a one-event request behind all four parses. In one lane, a small request waits for at most one
 large request's blocking step; the large ones still run back to back (on a core they would share anyway), and the
-micro-batcher interleaves their windows with everyone else's (seqguard/service/batcher.py). Requests are told apart by their
-Content-Length before anything is read; a body without one (chunked) is treated as small here and the gateway's
+micro-batcher interleaves their windows with everyone else's (seqguard/service/batcher.py). Requests are told apart by
+their Content-Length before anything is read; a body without one (chunked) is treated as small here and the gateway's
 byte limit still applies to it.
 """
 

@@ -23,8 +23,8 @@ MAX_SHADOW_IN_FLIGHT = 64
 
 
 def check_loop_settings(settings: ServiceSettings, manifest: Any) -> None:
-    """Pre-flight (seqguard/service/check.py): what would otherwise fail in the worker, said once with the setting named.
-    Raises ValueError."""
+    """Pre-flight (seqguard/service/check.py): what would otherwise fail in the worker, said once with the setting
+    named. Raises ValueError."""
     from seqguard.manifest import ManifestError, verify_repository
 
     if settings.shadow_repo is not None:

@@ -49,7 +49,8 @@ class ServiceSettings(BaseModel):
     max_entities_per_request: int = Field(1_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     large_request_bytes: int = Field(
-        256 * 1024, ge=0, description="bodies larger than this take turns, one at a time (seqguard/service/fairness.py); 0 = off"
+        256 * 1024, ge=0,
+        description="bodies larger than this take turns, one at a time (seqguard/service/fairness.py); 0 = off",
     )
     max_batch: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(

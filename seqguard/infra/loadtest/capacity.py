@@ -2,8 +2,8 @@
 
 `analyse` judges each stage against the SLO's latency and error thresholds (not min_rps: a stage with few users
 cannot reach it by design) and keeps the curve; `plot` draws it; `plan` turns the result into the
-`seqguard.infra.deploy.capacity_plan.CapacityPlan` that `seqguard deploy --capacity FILE` reads, through the one formula that
-model declares (`CapacityPlan.from_measurement`).
+`seqguard.infra.deploy.capacity_plan.CapacityPlan` that `seqguard deploy --capacity FILE` reads, through the one
+formula that model declares (`CapacityPlan.from_measurement`).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@
 
 Usually started by `seqguard loadtest` (seqguard/infra/loadtest/runner.py); by hand:
 
-    SEQGUARD_LT_STATS_OUT=reports/stats.json locust -f seqguard/infra/loadtest/locustfile.py --headless -u 20 -r 5 -t 30s \
-        --host http://127.0.0.1:3000
+    SEQGUARD_LT_STATS_OUT=reports/stats.json locust -f seqguard/infra/loadtest/locustfile.py --headless \
+        -u 20 -r 5 -t 30s --host http://127.0.0.1:3000
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# Locust puts this file's folder on sys.path, not the repository root the `infra` package lives in.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# Locust puts this file's folder on sys.path, not the folder the `seqguard` package lives in.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from locust import FastHttpUser, LoadTestShape, User, constant_pacing, events, task
 

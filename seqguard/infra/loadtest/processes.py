@@ -13,7 +13,7 @@ from pathlib import Path
 from seqguard.processes.supervisor import ChildProcess, ProcessError, free_port, http_status
 from seqguard.processes.tritonserver import TritonProcess
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 _STARTUP_FAILED = "Application startup failed"
 
 

@@ -23,7 +23,7 @@ from seqguard.infra.loadtest.slo import SLO, Verdict, evaluate
 from seqguard.processes.supervisor import ChildProcess
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
-REPO_ROOT = LOCUSTFILE.parents[2]
+REPO_ROOT = LOCUSTFILE.parents[3]
 # Locust's start (payload building) and shutdown on top of the run time, before the run counts as hung.
 STARTUP_ALLOWANCE_S = 90.0
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
