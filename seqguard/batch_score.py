@@ -45,8 +45,9 @@ from seqguard.io import (
     DataError,
     OnError,
     ReadReport,
+    RowError,
     RowErrors,
-    _apply_mapping,
+    apply_column_mapping,
     detect_format,
     iter_jsonl,
     validate_frame,
@@ -335,27 +336,42 @@ def input_files(data: str | Path) -> list[Path]:
     raise BatchScoreError(f"--data {p}: does not exist")
 
 
-def _raw_chunks(path: Path, fmt: str, mapping: ColumnMapping | None, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _raw_chunks(path: Path, fmt: str, mapping: ColumnMapping | None,
+                chunk_rows: int) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[RowError]]]:
+    """The file in chunks of at most `chunk_rows` rows: the raw rows, the file line of each (Parquet: row number) and
+    the lines that could not be parsed. JSONL numbers come from the parser, so blank and bad lines do not shift the
+    rows after them; CSV rows are numbered by position after the header, as `read_events` numbers them."""
     if fmt == "parquet":
+        row = 1
         try:
             pf = pq.ParquetFile(path)
             for batch in pf.iter_batches(batch_size=chunk_rows):
-                yield batch.to_pandas()
+                yield batch.to_pandas(), np.arange(row, row + batch.num_rows), []
+                row += batch.num_rows
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"{path}: not a readable Parquet file: {e}") from None
         return
     if fmt == "jsonl":
         rows: list[dict[str, Any]] = []
+        lines: list[int] = []
+        errors: list[RowError] = []
         for n, obj, reason in iter_jsonl(path):
-            rows.append(obj if obj is not None else {"__bad_line__": f"line {n}: {reason}"})
+            if obj is None:
+                errors.append(RowError(n, "(line)", reason or "unreadable line"))
+                continue
+            # A full chunk goes out when the next good row comes, so that trailing bad lines join the last chunk
+            # instead of making a chunk of no rows (which a mapping could not map).
             if len(rows) >= chunk_rows:
-                yield pd.DataFrame(rows)
-                rows = []
-        if rows:
-            yield pd.DataFrame(rows)
+                yield pd.DataFrame(rows), np.asarray(lines, dtype=np.int64), errors
+                rows, lines, errors = [], [], []
+            rows.append(obj)
+            lines.append(n)
+        if rows or errors:
+            yield pd.DataFrame(rows), np.asarray(lines, dtype=np.int64), errors
         return
     header = mapping.header if mapping else True
     names = mapping.columns if mapping and mapping.columns else None
+    line = 2 if header else 1
     try:
         reader = pd.read_csv(path, header=0 if header else None, names=names,
                              sep=mapping.delimiter if mapping else ",", dtype=str, keep_default_na=False,
@@ -363,7 +379,8 @@ def _raw_chunks(path: Path, fmt: str, mapping: ColumnMapping | None, chunk_rows:
         for chunk in reader:
             if header and names is None:
                 chunk.columns = [str(c).strip() for c in chunk.columns]
-            yield chunk
+            yield chunk, np.arange(line, line + len(chunk)), []
+            line += len(chunk)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -398,23 +415,11 @@ class ReadTotals:
 def read_chunks(data: str | Path, mapping: ColumnMapping | None = None, on_error: OnError = "skip",
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, totals: ReadTotals | None = None) -> Iterator[pd.DataFrame]:
     """Validated events frames of at most `chunk_rows` rows, in file order (files in sorted path order)."""
-    from seqguard.io import RowError
-
     totals = totals if totals is not None else ReadTotals()
     for path in input_files(data):
         fmt = detect_format(path, mapping)
-        first_line = 2 if fmt == "csv" and (mapping.header if mapping else True) else 1
-        for raw in _raw_chunks(path, fmt, mapping, chunk_rows):
-            parse_errors = []
-            if "__bad_line__" in raw.columns:
-                bad = raw["__bad_line__"].notna()
-                for text in raw.loc[bad, "__bad_line__"]:
-                    line, why = text.split(": ", 1)
-                    parse_errors.append(RowError(int(line.split()[1]), "(line)", why))
-                raw = raw.loc[~bad].drop(columns="__bad_line__").reset_index(drop=True)
-            frame = _apply_mapping(raw, mapping, path)
-            lines = np.arange(first_line, first_line + len(frame))
-            first_line += len(frame)
+        for raw, lines, parse_errors in _raw_chunks(path, fmt, mapping, chunk_rows):
+            frame = apply_column_mapping(raw, mapping, path)
             good, report = validate_frame(frame, lines, "skip", str(path), parse_errors)
             totals.reports.append(report)
             if on_error == "fail" and report.rows_skipped:

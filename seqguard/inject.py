@@ -1,6 +1,6 @@
 """Attack entities of the seven generator scenarios mixed into a team's own real traffic, with labels.
 
-The attacks are the generator's own scenario functions (seqguard/generator.py), run in a world built from the real
+The attacks are the generator's scenario functions (seqguard.generator.scenarios), run in a world built from the real
 traffic instead of a synthetic one: its period, its hour-of-day rhythm, its items and categories (with their
 popularity), its in-session pace and its timestamp resolution. What the data cannot show is left out rather than
 invented: event types it never holds are dropped from the attacks (a scenario whose core needs them is skipped, with

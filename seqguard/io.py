@@ -158,7 +158,7 @@ def read_events(
         raise DataError(f"{p} is a directory, expected an events file")
     fmt = detect_format(p, mapping)
     raw, line_of, parse_errors = _read_raw(p, fmt, mapping)
-    frame = _apply_mapping(raw, mapping, p)
+    frame = apply_column_mapping(raw, mapping, p)
     return validate_frame(frame, line_of, on_error, str(p), parse_errors)
 
 
@@ -244,7 +244,10 @@ def _read_jsonl(p: Path) -> tuple[pd.DataFrame, np.ndarray, list[RowError]]:
     return pd.DataFrame(rows), np.asarray(lines, dtype=np.int64), errors
 
 
-def _apply_mapping(raw: pd.DataFrame, mapping: ColumnMapping | None, p: Path) -> pd.DataFrame:
+def apply_column_mapping(raw: pd.DataFrame, mapping: ColumnMapping | None, p: Path) -> pd.DataFrame:
+    """The raw columns as event fields under `mapping`: its columns, value tables, constants and ts unit (none: as is).
+
+    Shared by `read_events`, the chunked batch reader (seqguard.batch_score) and, step for step, the Spark job."""
     if mapping is None:
         return raw
     out = pd.DataFrame(index=raw.index)

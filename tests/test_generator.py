@@ -290,3 +290,19 @@ def test_realism_stats_on_generated(data: GeneratedData) -> None:
     assert stats.hour_share.sum() == pytest.approx(1.0)
     report = compare_markdown({"a": stats, "b": realism_stats(data.events)})
     assert "| pv share % |" in report and "total variation vs a" in report
+
+
+def test_scenario_registry_is_complete() -> None:
+    """Every scenario in SCENARIOS has a config field, a module documenting its signals, and a registered function."""
+    import importlib
+
+    from seqguard.generator.scenarios import _SCENARIO_FUNCS
+
+    assert tuple(_SCENARIO_FUNCS) == SCENARIOS
+    assert set(SCENARIOS) <= set(GeneratorConfig.model_fields)
+    for name in SCENARIOS:
+        module = importlib.import_module(f"seqguard.generator.scenarios.{name}")
+        assert _SCENARIO_FUNCS[name].__module__ == module.__name__
+        doc = module.__doc__ or ""
+        for part in ("Signals it leaves", "- events:", "- sequences:", "- aggregates:"):
+            assert part in doc, f"{module.__name__}: docstring lacks {part!r}"

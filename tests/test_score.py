@@ -276,3 +276,38 @@ def test_jsonl_in_chunks_scores_like_parquet_and_names_bad_lines(
     b = pd.read_parquet(out).sort_values(key).reset_index(drop=True)
     assert len(a) == len(b) > 0 and (a["decision"] == b["decision"]).all()
     np.testing.assert_allclose(a["score"], b["score"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 5, 1000])
+def test_chunked_jsonl_errors_name_the_file_line(tmp_path: Path, chunk_rows: int) -> None:
+    """Rows after blank and unparsable lines keep their own line numbers, in every chunk size (no model needed)."""
+    from seqguard.batch_score import ReadTotals, read_chunks
+    from seqguard.io import read_events
+
+    def event(i: int, **extra: Any) -> str:
+        return json.dumps({"user_id": f"u{i % 2}", "ts": 1_760_000_000 + i, "event_type": "view", **extra})
+
+    text = "\n".join([
+        event(1),                              # line 1
+        "",                                    # line 2: blank, skipped silently
+        "{not json",                           # line 3
+        event(2),                              # line 4
+        "",                                    # line 5
+        "",                                    # line 6
+        event(3, event_type="teleport"),       # line 7: a bad field after blank and bad lines
+        "[1, 2]",                              # line 8
+        event(4),                              # line 9
+        event(5, ts="yesterday"),              # line 10
+        "{truncated",                          # line 11: after the last good row (alone in no chunk of its own)
+    ]) + "\n"
+    data = tmp_path / "events.jsonl"
+    data.write_text(text)
+    totals = ReadTotals()
+    kept = pd.concat(list(read_chunks(data, chunk_rows=chunk_rows, totals=totals)))
+    report = totals.merged(str(data))
+    assert len(kept) == 3 and report.rows_skipped == 5
+    lines = sorted((e.line, e.field) for e in report.errors)
+    assert lines == [(3, "(line)"), (7, "event_type"), (8, "(line)"), (10, "ts"), (11, "(line)")]
+    # The whole-file reader numbers the same lines.
+    _, whole = read_events(data)
+    assert sorted((e.line, e.field) for e in whole.errors) == lines

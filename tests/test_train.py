@@ -230,3 +230,47 @@ def test_train_command_errors_are_clear(case, tiny_events, tmp_path, capsys):
     assert expect in err and "Traceback" not in err
     if case == "not_a_checkpoint_folder":
         assert (tmp_path / "m" / "precious.txt").read_text() == "keep me"
+
+
+# -- masked-token pretraining ---------------------------------------------------------------------------------------
+
+
+def test_pretraining_masks_through_the_hf_collator_and_lowers_the_loss(tiny_events):
+    """The collator masks about mask_prob of the event tokens and never a special one; pretraining on the tiny
+    config lowers the masked-token loss on the same masked batch against the untrained model (same seed, same init)."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    from seqguard.features import MASK_ID, SPECIAL_TOKENS
+    from seqguard.train.bert import make_config, mask_batch, mlm_collator, pretrain
+    from seqguard.train.loop import setup_torch, tensors
+
+    cfg = load_train_config(TINY_CONFIG)
+    setup_torch(cfg.seed, cfg.threads)  # as train_checkpoint does: one thread, no oversubscription on a busy machine
+    bert = cfg.bert.model_copy(update={"pretrain_epochs": 3})
+    ws = build_windows(tiny_events, cfg.sequence)
+    idx = np.arange(len(ws.encoded))
+    batch = tensors(ws.encoded, idx[:256])
+    ids = batch["input_ids"]
+    collator = mlm_collator(cfg.sequence, bert.mask_prob, seed=1)
+    inputs, labels = mask_batch(collator, ids)
+    special = ids < len(SPECIAL_TOKENS)
+    chosen = labels != -100
+    assert special.any() and not (chosen & special).any() and (inputs[special] == ids[special]).all()
+    assert (labels[chosen] == ids[chosen]).all()
+    share = chosen.sum().item() / (~special).sum().item()
+    assert abs(share - bert.mask_prob) < 0.03, share
+    replaced = inputs[chosen]
+    assert 0.7 < (replaced == MASK_ID).float().mean().item() < 0.9  # 80 % [MASK], the rest random or unchanged
+
+    def loss(model) -> float:
+        with torch.inference_mode():
+            return model(input_ids=inputs, attention_mask=batch["attention_mask"],
+                         token_type_ids=batch["token_type_ids"], labels=labels).loss.item()
+
+    torch.manual_seed(cfg.seed)
+    untrained = BertForMaskedLM(make_config(cfg.sequence, bert)).eval()
+    result = pretrain(ws.encoded, idx, cfg.sequence, bert, cfg.seed)
+    assert result.steps > 0 and result.final_loss is not None
+    before, after = loss(untrained), loss(result.model)
+    assert after < 0.8 * before, (before, after)

@@ -9,30 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_data, add_mapping, add_out, add_outcome_arguments
+from seqguard.commands.inputs import read_events_or_exit
 from seqguard.train.openmp import quiet_openmp
-
-
-def read_events_or_exit(path: Path, mapping: Path | None = None, on_error: str = "skip") -> Any:
-    """An events file as a frame; every problem a user can fix as a CliError (shared by compare and retrain)."""
-    from seqguard.io import DataError, RowErrors, load_mapping, read_events
-
-    try:
-        frame, report = read_events(path, load_mapping(mapping) if mapping else None, on_error=on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except DataError as e:
-        raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
-    if report.rows_ok == 0:
-        raise CliError(f"{path}: no usable rows")
-    return frame
-
-
-def outcome_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--feedback", type=Path, help="feedback store (SQLite) whose outcomes label the data's entities")
-    p.add_argument("--log", help="score log, to resolve outcomes given by request_id (folder or s3://...)")
-    p.add_argument("--salt", default="seqguard", help="the service's SEQGUARD_LOG_SALT (score-log entity hashes)")
 
 
 def join_outcomes(frame: Any, args: argparse.Namespace, entity_key: str) -> tuple[Any, dict[str, Any]]:
@@ -81,10 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("champion", type=Path, help="checkpoint folder serving now")
     p.add_argument("challenger", type=Path, help="checkpoint folder from `seqguard retrain`")
-    p.add_argument("--data", required=True, type=Path, help="recent events (labelled by is_anomaly and/or outcomes)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
-    outcome_args(p)
-    p.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder (default reports/compare)")
+    add_data(p, "recent events (labelled by is_anomaly and/or outcomes)")
+    add_mapping(p)
+    add_outcome_arguments(p)
+    add_out(p, "report folder (default reports/compare)", default=Path("reports/compare"))
     p.add_argument("--fpr", type=float, default=0.01, help="operating false-positive rate: 0.01 (default) or 0.05")
     p.add_argument("--min-gain", type=float, default=0.0, help="entity PR-AUC gain the challenger needs (default 0)")
     p.add_argument("--max-recall-drop", type=float, default=0.02, help="allowed fall of entity recall@FPR "

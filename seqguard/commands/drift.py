@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_models, add_out
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
 
@@ -37,10 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "exported from it), and write OUT/drift.json, OUT/drift.html and OUT/evidently.html. PSI is the same "
         "function as the service's seqguard_feature_psi / seqguard_score_psi gauges.",
     )
-    p.add_argument("--models", required=True, type=Path, help="checkpoint folder or Triton repository")
+    add_models(p, "checkpoint folder or Triton repository")
     p.add_argument("--log", required=True, help="score log: folder, Parquet file or s3://bucket/prefix")
     p.add_argument("--since", default=None, help="only rows from then on: ISO 8601 or a look-back (24h, 7d)")
-    p.add_argument("--out", type=Path, default=Path("reports/drift"), help="report folder (default reports/drift)")
+    add_out(p, "report folder (default reports/drift)", default=Path("reports/drift"))
     p.add_argument("--threshold", type=float, default=None, help="PSI above which a column counts as drifted "
                    "(default 0.25)")
     p.add_argument("--no-evidently", action="store_true", help="skip Evidently's per-column HTML report")

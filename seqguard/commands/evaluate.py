@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from seqguard.cli import CliError
-from seqguard.commands.train import _ci, _f, add_data_arguments, quiet_openmp, read_labelled_events
+from seqguard.commands.arguments import add_data, add_data_arguments, add_models, add_no_progress, add_on_error, add_out
+from seqguard.commands.train import _ci, _f, quiet_openmp, read_labelled_events
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,19 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(used by the ensemble or not), the ensemble and the baselines (rules only, isolation forest, gradient "
         "boosting), plus label-efficiency and held-out-scenario studies when training ran them.",
     )
-    p.add_argument("--models", required=True, type=Path, help="checkpoint folder written by `seqguard train`")
-    p.add_argument("--data", required=True, type=Path,
-                   help="labelled events file (an is_anomaly column, or --labels with an entity labels table)")
+    add_models(p, "checkpoint folder written by `seqguard train`")
+    add_data(p, "labelled events file (an is_anomaly column, or --labels with an entity labels table)")
     add_data_arguments(p)
-    p.add_argument("--out", required=True, type=Path, help="report folder (created if missing)")
+    add_out(p, "report folder (created if missing)")
     p.add_argument("--split", choices=("test", "all"), default="test",
                    help="score the checkpoint's test part of this data (its test days, or its test entities after an "
                    "entity split; default), or every window (new data)")
     p.add_argument("--level", choices=("entity", "window", "both"), default="both",
                    help="entity: one score per entity (the checkpoint's aggregation), window: per entity-day window, "
                    "both (default)")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_on_error(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_models, add_out
 
 PARITY_EXIT_CODE = 3  # distinct from usage errors (2): the export ran and a gate refused the result
 
@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seqguard_ensemble and manifest.json. The repository is written to a temporary folder and moved into "
         "place only when every gate passed.",
     )
-    p.add_argument("--models", required=True, type=Path, help="checkpoint folder written by `seqguard train`")
-    p.add_argument("--out", required=True, type=Path, help="model repository to (re)write, e.g. triton_repo/")
+    add_models(p, "checkpoint folder written by `seqguard train`")
+    add_out(p, "model repository to (re)write, e.g. triton_repo/")
     p.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
                    help="cpu: python-backend models running ONNX Runtime (the wheel's tritonserver serves them); "
                    "gpu: onnxruntime_onnx models with TensorRT (+ a native plan where TensorRT and a GPU exist)")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_on_error
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("file", type=Path, help=".csv, .parquet or .jsonl with the columns above")
     imp.add_argument("--store", required=True, type=Path, help="feedback store (SQLite file; the service's "
                      "SEQGUARD_FEEDBACK_PATH)")
-    imp.add_argument("--on-error", choices=("skip", "fail"), default="skip",
-                     help="skip rejected rows (default) or store nothing when any row is rejected")
+    add_on_error(imp, "skip rejected rows (default) or store nothing when any row is rejected")
     p.set_defaults(func=run)
 
 

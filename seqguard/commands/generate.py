@@ -11,11 +11,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_format, add_out, add_seed, output_format
 from seqguard.configfile import field_errors
 from seqguard.generator import LABELS, SCENARIOS, GeneratedData, GeneratorConfig, generate
 from seqguard.io import DataError, write_events
-
-FORMATS = ("parquet", "csv", "jsonl")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--users", type=int, default=10_000, help="number of user accounts (default 10000)")
     p.add_argument("--days", type=int, default=7, help="length of the period in days (default 7)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data (default 0)")
+    add_seed(p, "random seed; the same seed gives the same data (default 0)")
     p.add_argument("--start", default=None, help="period start, ISO 8601 with offset (default 2026-10-05T00:00:00Z)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    p.add_argument("--format", default="parquet", help=f"file format: {' | '.join(FORMATS)} (default parquet)")
+    add_out(p, "output folder (created if missing)")
+    add_format(p, "file")
     p.set_defaults(func=run)
 
 
@@ -81,9 +80,7 @@ def _write(data: GeneratedData, out: Path, fmt: str) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt = str(args.format).lower()
-    if fmt not in FORMATS:
-        raise CliError(f"--format: unknown format {args.format!r}; use one of {', '.join(FORMATS)}")
+    fmt = output_format(args.format)
     cfg = _config(args)
     _prepare_out(args.out)
     t0 = time.perf_counter()

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from seqguard.cli import CliError
-from seqguard.commands.generate import FORMATS, _prepare_out
+from seqguard.commands.arguments import add_format, add_mapping, add_out, add_seed, output_format
+from seqguard.commands.generate import _prepare_out
 from seqguard.generator import SCENARIOS
 from seqguard.inject import InjectError, inject
 from seqguard.io import DataError, load_mapping, read_events, write_events
@@ -24,14 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and why). Scenarios that need event types your data lacks are skipped with a note.",
     )
     p.add_argument("--events", required=True, type=Path, help="events file (CSV / Parquet / JSONL)")
-    p.add_argument("--mapping", type=Path, default=None, help="column mapping YAML for a foreign layout")
+    add_mapping(p, "column mapping YAML for a foreign layout")
     p.add_argument("--scenarios", nargs="+", default=["all"],
                    help=f"scenarios to inject, space- or comma-separated, or 'all' (default): {', '.join(SCENARIOS)}")
     p.add_argument("--rate", type=float, default=0.02,
                    help="attackers as a share of the real entities (default 0.02)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    p.add_argument("--format", default="parquet", help=f"events file format: {' | '.join(FORMATS)} (default parquet)")
+    add_seed(p, "random seed (default 0)")
+    add_out(p, "output folder (created if missing)")
+    add_format(p, "events file")
     p.set_defaults(func=run)
 
 
@@ -46,9 +47,7 @@ def _scenarios(values: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt = str(args.format).lower()
-    if fmt not in FORMATS:
-        raise CliError(f"--format: unknown format {args.format!r}; use one of {', '.join(FORMATS)}")
+    fmt = output_format(args.format)
     if not 0.0 < args.rate < 0.5:
         raise CliError(f"--rate must lie in (0, 0.5), got {args.rate}")
     if args.seed < 0:

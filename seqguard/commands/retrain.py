@@ -10,7 +10,16 @@ import sys
 from pathlib import Path
 
 from seqguard.cli import CliError
-from seqguard.commands.compare import join_outcomes, outcome_args, read_events_or_exit
+from seqguard.commands.arguments import (
+    add_data,
+    add_mapping,
+    add_models,
+    add_no_progress,
+    add_out,
+    add_outcome_arguments,
+)
+from seqguard.commands.compare import join_outcomes
+from seqguard.commands.inputs import read_events_or_exit
 from seqguard.train.openmp import quiet_openmp
 
 RETRAIN_FILE = "retrain.json"
@@ -24,13 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "through the score log), train with the champion's training config (or --config with the same sequence "
         "config) and write a challenger checkpoint, plus OUT/retrain.json saying what was joined.",
     )
-    p.add_argument("--models", required=True, type=Path, help="the champion checkpoint")
-    p.add_argument("--data", required=True, type=Path, help="events to train on (.csv, .parquet, .jsonl)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
-    outcome_args(p)
+    add_models(p, "the champion checkpoint")
+    add_data(p, "events to train on (.csv, .parquet, .jsonl)")
+    add_mapping(p)
+    add_outcome_arguments(p)
     p.add_argument("--config", type=Path, help="training config YAML (default: the champion's)")
-    p.add_argument("--out", required=True, type=Path, help="challenger checkpoint folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_out(p, "challenger checkpoint folder")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

@@ -7,6 +7,16 @@ import sys
 from pathlib import Path
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import (
+    add_data,
+    add_labels,
+    add_mapping,
+    add_models,
+    add_no_progress,
+    add_on_error,
+    add_out,
+)
+from seqguard.commands.inputs import data_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,17 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "spilled to entity-hash buckets first, so no entity is ever split. --engine spark runs the same code on "
         "Apache Spark and writes partitioned Parquet into the folder OUT.",
     )
-    p.add_argument("--models", required=True, type=Path,
-                   help="model repository written by `seqguard export` (holds manifest.json)")
-    p.add_argument("--data", required=True, help="events file, folder or glob (.csv, .parquet, .jsonl)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
-    p.add_argument("--labels", type=Path,
-                   help="entity labels table (entity_id,label[,scenario]; CSV or Parquet): adds label and scenario "
-                   "columns for later evaluation (docs/spark.md)")
-    p.add_argument("--unlabelled", choices=("normal", "exclude"), default="normal",
-                   help="with --labels: entities absent from the table count as normal (default) or are left out")
-    p.add_argument("--out", required=True, type=Path,
-                   help="output file (.parquet or .csv); with --engine spark a folder of partitioned Parquet")
+    add_models(p, "model repository written by `seqguard export` (holds manifest.json)")
+    add_data(p, "events file, folder or glob (.csv, .parquet, .jsonl)", type=None)
+    add_mapping(p)
+    add_labels(p, "entity labels table (entity_id,label[,scenario]; CSV or Parquet): adds label and scenario "
+               "columns for later evaluation (docs/spark.md)",
+               "with --labels: entities absent from the table count as normal (default) or are left out")
+    add_out(p, "output file (.parquet or .csv); with --engine spark a folder of partitioned Parquet")
     p.add_argument("--level", choices=("window", "entity"), default="window",
                    help="one row per window (default) or per entity (window scores aggregated)")
     p.add_argument("--every", choices=("day", "entity"), default="day",
@@ -46,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-rows", type=int, default=None,
                    help="rows read per chunk (default 1,000,000): bounds memory; larger inputs are bucketed by entity")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default 0: all cores)")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_on_error(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_openmp()
     from seqguard.batch_score import DEFAULT_CHUNK_ROWS, BatchScoreError, BatchScorer, input_files, score_file
-    from seqguard.io import DataError, RowErrors, load_mapping
+    from seqguard.io import load_mapping
 
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise CliError(f"--chunk-rows: must be at least 1, got {args.chunk_rows}")
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--threads: must be 0 (all cores) or more, got {args.threads}")
     if args.master and args.engine != "spark":
         raise CliError("--master: only with --engine spark")
-    try:
+    with data_errors(BatchScoreError):
         mapping = load_mapping(args.mapping) if args.mapping else None
         input_files(args.data)  # a missing input is reported before the models load
         labels = _load_labels(args.labels) if args.labels else None
@@ -74,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--out {args.out}: use a .parquet or .csv file name")
         scorer = BatchScorer(args.models, every=args.every, level=args.level, aggregation=args.aggregation,
                              threads=args.threads)
-    except (BatchScoreError, DataError) as e:
-        raise CliError(str(e)) from None
     print(f"scoring with {args.models} (model {scorer.model_version}, windows every {args.every}, "
           f"{args.level} rows)", file=sys.stderr)
     labeller = None
@@ -84,16 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
         labeller = EntityLabeller(labels, scorer.cfg.entity_key, args.unlabelled)
     try:
-        summary = score_file(scorer, args.data, args.out, mapping, on_error=args.on_error,
-                             chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS, progress=not args.no_progress,
-                             on_labels=labeller)
-        if labeller is not None:
-            print(labeller.finish(), file=sys.stderr)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except (BatchScoreError, DataError) as e:
-        raise CliError(str(e)) from None
+        with data_errors(BatchScoreError):
+            summary = score_file(scorer, args.data, args.out, mapping, on_error=args.on_error,
+                                 chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS, progress=not args.no_progress,
+                                 on_labels=labeller)
+            if labeller is not None:
+                print(labeller.finish(), file=sys.stderr)
     except ValueError as e:  # labels problems found while joining (no entity matches the table)
         args.out.unlink(missing_ok=True)
         raise CliError(str(e)) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -11,9 +10,11 @@ import numpy as np
 import pandas as pd
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_mapping, add_on_error, add_out
+from seqguard.commands.inputs import data_errors, read_events_reported
 from seqguard.config import ENTITY_KEYS, SequenceConfig
 from seqguard.features import FEATURE_NAMES, encode_window
-from seqguard.io import DataError, RowErrors, load_mapping, read_events
+from seqguard.io import load_mapping
 from seqguard.sequences import iter_windows, sort_for_sequences
 
 
@@ -25,15 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and write one row per window: entity, time range, token ids and aggregate features.",
     )
     p.add_argument("--events", required=True, type=Path, help="events file (.csv, .parquet, .jsonl)")
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout")
+    add_mapping(p)
     p.add_argument("--key", choices=ENTITY_KEYS, default="user_id", help="entity key (default: user_id)")
     p.add_argument("--every", choices=("entity", "day", "event"), default="entity",
                    help="one window per entity (its latest), per entity-day, or ending at every event")
     p.add_argument("--max-events", type=int, default=None, help="last-N events per window (default 63)")
     p.add_argument("--span-hours", type=float, default=None, help="keep events within this span of the newest")
     p.add_argument("--utc-offset-hours", type=float, default=None, help="shop local time for hour buckets")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
-    p.add_argument("--out", required=True, type=Path, help="output file (.parquet, .csv or .jsonl)")
+    add_on_error(p)
+    add_out(p, "output file (.parquet, .csv or .jsonl)")
     p.set_defaults(func=run)
 
 
@@ -53,15 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in (".parquet", ".csv", ".jsonl"):
         raise CliError(f"--out: unsupported suffix {suffix!r}; use .parquet, .csv or .jsonl")
     t0 = time.perf_counter()
-    try:
+    with data_errors():
         mapping = load_mapping(args.mapping) if args.mapping else None
-        frame, report = read_events(args.events, mapping, on_error=args.on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except DataError as e:
-        raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
+    frame, _ = read_events_reported(args.events, mapping, args.on_error)
     ordered = sort_for_sequences(frame, cfg)
     rows = []
     for entity, start, end, cols in iter_windows(ordered, cfg, args.every):

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 from seqguard.cli import CliError
+from seqguard.commands.arguments import add_data, add_data_arguments, add_no_progress, add_on_error, add_out
+from seqguard.commands.inputs import data_errors, read_events_reported
 from seqguard.train.openmp import quiet_openmp
 
 
@@ -27,11 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "checkpoint folder for `seqguard export` / `evaluate`. Without labels (or with --no-labels) it serves the "
         "detector and the label-free next-event surprise model (unsupervised_sequence), averaged.",
     )
-    p.add_argument("--data", required=True, type=Path, help="events file (.csv, .parquet, .jsonl)")
+    add_data(p, "events file (.csv, .parquet, .jsonl)")
     add_data_arguments(p)
     p.add_argument("--config", type=Path, help="training config YAML, merged onto seqguard/data/train_default.yaml "
                    "(a file that sets one key changes that key only)")
-    p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write (replaced if it holds one)")
+    add_out(p, "checkpoint folder to write (replaced if it holds one)")
     p.add_argument("--with-text-model", action="store_true",
                    help="also fine-tune the MiniLM text model on serialised windows (slow on CPU; evaluated only)")
     p.add_argument("--studies", action="store_true",
@@ -39,39 +41,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-labels", action="store_true",
                    help="train and serve without labels even if the data has some: the detector and the label-free "
                    "sequence surprise model (unsupervised_sequence), averaged")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip", help="what to do with malformed rows")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_on_error(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
-
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """--mapping / --labels / --unlabelled: shared by train, evaluate (and any command that reads labelled data)."""
-    p.add_argument("--mapping", type=Path, help="column-mapping YAML for a foreign layout (may state the data's "
-                   "utc_offset_hours and the labels table's columns)")
-    p.add_argument("--labels", type=Path, help="entity labels table (.csv / .parquet): entity_id,label[,scenario], "
-                   "joined on the entity key; an entity's label marks all of its windows")
-    p.add_argument("--unlabelled", choices=("normal", "exclude"), default="normal",
-                   help="with --labels: entities without a label are normal (default) or left out")
 
 
 def read_labelled_events(args: argparse.Namespace, entity_key: str, what: str) -> tuple[Any, dict[str, Any]]:
     """The events (through the mapping) with the labels table joined when given; prints both reports.
     Returns (frame, notes: what the read and the join did, for metrics). Raises CliError with the reason."""
-    from seqguard.io import DataError, RowErrors, load_mapping, read_events
+    from seqguard.io import load_mapping
     from seqguard.labels import LabelsError, join_labels, load_labels
 
-    try:
+    with data_errors(LabelsError):
         mapping = load_mapping(args.mapping) if args.mapping else None
         labels = load_labels(args.labels, mapping.labels if mapping else None) if args.labels else None
-        frame, report = read_events(args.data, mapping, on_error=args.on_error)
-    except RowErrors as e:
-        print(e.report.summary(), file=sys.stderr)
-        raise CliError(f"{e.report.rows_skipped} malformed row(s) and --on-error fail") from None
-    except (DataError, LabelsError) as e:
-        raise CliError(str(e)) from None
-    print(report.summary(), file=sys.stderr)
-    if report.rows_ok == 0:
-        raise CliError(f"{args.data}: no usable rows to {what}")
+    frame, report = read_events_reported(args.data, mapping, args.on_error, what)
     notes: dict[str, Any] = {"rows_read": report.rows_read, "rows_skipped": report.rows_skipped,
                              "values_fixed": dict(report.fixed)}
     if labels is not None:

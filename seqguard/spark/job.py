@@ -129,7 +129,7 @@ def apply_mapping(raw: Any, mapping: ColumnMapping | None, nanos: set[str] | Non
         for f, value in mapping.constants.items():
             cols[f] = F.lit(value)
         if mapping.ts_unit != "auto" and "ts" in cols:
-            # The arithmetic of seqguard.io._apply_mapping, step for step, so both engines get the same doubles.
+            # The arithmetic of seqguard.io.apply_column_mapping, step for step, so both engines get the same doubles.
             cols["ts"] = cols["ts"].cast("double") * (1000.0 if mapping.ts_unit == "s" else 1.0) / 1000.0
             cols["ts_unit_fixed"] = F.lit(True)
     src = mapping.fields.get("ts", "ts") if mapping is not None else "ts"

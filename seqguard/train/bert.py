@@ -1,10 +1,10 @@
 """The behaviour BERT: masked-token pretraining on unlabeled windows, then fine-tuning as a classifier.
 
 Stage 1 trains `BertForMaskedLM` on training-split windows without looking at labels (BERT's 80/10/10 masking of
-15 % of the event tokens). Stage 2 builds `BertForSequenceClassification` with the same config, loads the pretrained
-encoder (`bert.*` weights; the pooler and the head start fresh) and fine-tunes it with the shared loop (weighted
-loss, early stopping on validation PR-AUC). Both use the stock Hugging Face classes, so the result saves with
-`save_pretrained` and exports with Optimum.
+15 % of the event tokens, by `DataCollatorForLanguageModeling` on the behaviour tokenizer). Stage 2 builds
+`BertForSequenceClassification` with the same config, loads the pretrained encoder (`bert.*` weights; the pooler and
+the head start fresh) and fine-tunes it with the shared loop (weighted loss, early stopping on validation PR-AUC).
+Both use the stock Hugging Face classes, so the result saves with `save_pretrained` and exports with Optimum.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seqguard.config import SequenceConfig
-from seqguard.features import MASK_ID, SPECIAL_TOKENS, Encoded, TokenSpace
+from seqguard.features import Encoded
 from seqguard.models import bert_config
 from seqguard.train.config import BertTrainConfig
 from seqguard.train.loop import FitResult, bucket_batches, fit_classifier, optimizer_step, tensors
@@ -29,22 +29,28 @@ def make_config(seq_cfg: SequenceConfig, cfg: BertTrainConfig) -> Any:
                        intermediate=cfg.intermediate, dropout=cfg.dropout)
 
 
-def mask_tokens(input_ids: Any, mask_prob: float, vocab_size: int, gen: Any) -> tuple[Any, Any]:
-    """BERT masking: of the chosen non-special tokens, 80 % -> [MASK], 10 % -> a random token, 10 % unchanged."""
+def mlm_collator(seq_cfg: SequenceConfig, mask_prob: float, seed: int) -> Any:
+    """Hugging Face's `DataCollatorForLanguageModeling` on the behaviour tokenizer: BERT's 80/10/10 masking of
+    `mask_prob` of the tokens, never a special one ([PAD], [CLS], [SEP], [MASK], [UNK]: the tokenizer's own), seeded."""
+    import torch
+    from transformers import DataCollatorForLanguageModeling
+
+    from seqguard.tokenizer import build_tokenizer
+
+    collator = DataCollatorForLanguageModeling(build_tokenizer(seq_cfg), mlm=True, mlm_probability=mask_prob,
+                                               return_tensors="pt")
+    # `torch_mask_tokens` draws from `collator.generator`. The collator's own `seed` only makes one inside `__call__`
+    # (which would pad again), and refuses to in a child process that is not a DataLoader worker.
+    collator.generator = torch.Generator().manual_seed(seed)
+    return collator
+
+
+def mask_batch(collator: Any, input_ids: Any) -> tuple[Any, Any]:
+    """(masked inputs, labels with -100 where nothing is predicted) for an already padded batch of windows."""
     import torch
 
-    n_special = len(SPECIAL_TOKENS)
-    labels = input_ids.clone()
-    prob = torch.full(input_ids.shape, mask_prob)
-    prob[input_ids < n_special] = 0.0
-    chosen = torch.bernoulli(prob, generator=gen).bool()
-    labels[~chosen] = -100
-    inputs = input_ids.clone()
-    to_mask = torch.bernoulli(torch.full(input_ids.shape, 0.8), generator=gen).bool() & chosen
-    inputs[to_mask] = MASK_ID
-    to_random = torch.bernoulli(torch.full(input_ids.shape, 0.5), generator=gen).bool() & chosen & ~to_mask
-    inputs[to_random] = torch.randint(n_special, vocab_size, input_ids.shape, generator=gen)[to_random]
-    return inputs, labels
+    special = torch.isin(input_ids, torch.tensor(collator.tokenizer.all_special_ids, dtype=input_ids.dtype))
+    return collator.torch_mask_tokens(input_ids.clone(), special_tokens_mask=special)
 
 
 @dataclass
@@ -76,12 +82,11 @@ def pretrain(encoded: list[Encoded], idx: np.ndarray, seq_cfg: SequenceConfig, c
         return PretrainResult(None, 0, 0, 0, None, 0.0)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     if cfg.pretrain_max_windows is not None and len(idx) > cfg.pretrain_max_windows:
         idx = np.sort(rng.choice(idx, cfg.pretrain_max_windows, replace=False))
     config = make_config(seq_cfg, cfg)
     model = BertForMaskedLM(config)
-    vocab = TokenSpace.of(seq_cfg).vocab_size
+    collator = mlm_collator(seq_cfg, cfg.mask_prob, seed)
     lengths = np.fromiter((len(encoded[int(i)].input_ids) for i in idx), dtype=np.int64, count=len(idx))
     n_batches = math.ceil(len(idx) / cfg.batch_size)
     total = cfg.pretrain_epochs * n_batches
@@ -94,7 +99,7 @@ def pretrain(encoded: list[Encoded], idx: np.ndarray, seq_cfg: SequenceConfig, c
     for _ in range(cfg.pretrain_epochs):
         for b in bucket_batches(lengths, cfg.batch_size, rng):
             batch = tensors(encoded, idx[b])
-            inputs, labels = mask_tokens(batch["input_ids"], cfg.mask_prob, vocab, gen)
+            inputs, labels = mask_batch(collator, batch["input_ids"])
             if not bool((labels != -100).any()):
                 continue
             # The prediction head (hidden -> vocabulary) runs on the masked positions only: the loss is the same as
