@@ -70,7 +70,7 @@ model: setup
 PORT ?= 3000
 serve: setup
 	@test -f $(REPO)/manifest.json || $(MAKE) --no-print-directory model
-	@SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/python -m service.check
+	@SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/python -m seqguard.service.check
 	SEQGUARD_REPO=$${SEQGUARD_REPO:-$(REPO)} $(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
 
 # Every benchmark level in one run (about 10 minutes): BENCHMARKS.md, docs/bench/latest.{json,png}, bench/results/.
@@ -86,7 +86,7 @@ evaluate: setup
 # The int8 repository's accuracy gate on this CPU and on emulated AVX2-only kernels (docs/portable_int8.md); with the
 # demo model the emulated half takes ~10 minutes.
 isa-check: setup
-	$(BIN)/python -m export.isa_check --models $(MODELS) --repo $(REPO) --control avx512_vnni
+	$(BIN)/python -m seqguard.export.isa_check --models $(MODELS) --repo $(REPO) --control avx512_vnni
 
 clean:
 	rm -rf $(MODELS) $(DATA) reports .pytest_cache

@@ -1,8 +1,8 @@
 """Accuracy beside speed: each precision's ROC-AUC on the checkpoint's calibration (validation) windows.
 
-The windows, labels and the PyTorch reference come through export.checkpoint / export.parity, the same readers the
-export's parity gates use. Only a trained model has a ROC-AUC worth reading; for a randomly initialised one the
-section says so instead of printing numbers that would look like a finding.
+The windows, labels and the PyTorch reference come through seqguard.export.checkpoint / seqguard.export.parity, the
+same readers the export's parity gates use. Only a trained model has a ROC-AUC worth reading; for a randomly
+initialised one the section says so instead of printing numbers that would look like a finding.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def run(source: ModelSource, variants: dict[str, Variant]) -> dict[str, Any]:
         return {"model": source.name, "meaningful": False,
                 "reason": "the model is not trained (random weights or a fresh head): ROC-AUC would be noise; "
                           "run `make model` first for a trained checkpoint"}
-    from export.onnx_export import load_torch_model, torch_logits
-    from export.parity import margin, max_abs, ort_logits
+    from seqguard.export.onnx_export import load_torch_model, torch_logits
+    from seqguard.export.parity import margin, max_abs, ort_logits
     from seqguard.train.metrics import roc_auc
 
     calib = source.checkpoint.calibration()

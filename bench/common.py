@@ -33,8 +33,8 @@ def set_threads(threads: int = THREADS) -> None:
 
 
 def ort_session(path: Path, threads: int = THREADS, spinning: bool = False) -> Any:
-    """A session configured like export.parity.ort_session (graph optimisation ALL, inter-op 1, CPU provider), with
-    the intra-op pool's spin-waiting off by default. Why: several sessions live in this process, each with its own
+    """A session configured like seqguard.export.parity.ort_session (graph optimisation ALL, inter-op 1, CPU provider),
+    with the intra-op pool's spin-waiting off by default. Why: several sessions live in this process, each with its own
     pool, and on 2 cores (shared with other work) a pool that spins after its run steals the cores the next
     session or PyTorch needs. Measured here: 2-3x slower ORT calls at batch 8 with three spinning sessions alive,
     and a single spinning session at batch 32 was slower too under background load; at batch 1 spinning saves

@@ -16,7 +16,7 @@ CANDIDATES = ("reports/loadtest/capacity.json", "docs/loadtest/capacity.json", "
 
 
 def _quote(path: Path) -> dict[str, Any]:
-    from infra.loadtest.capacity import CapacityResult
+    from seqguard.infra.loadtest.capacity import CapacityResult
 
     r = CapacityResult.load(path)
     best = r.stages[r.best_stage] if r.best_stage is not None else None

@@ -47,7 +47,7 @@ def _version(name: str) -> str | None:
 
 def machine_info() -> dict[str, Any]:
     ident, flags, logical = _cpuinfo()
-    from export.quantize import detect_cpu_flavor
+    from seqguard.export.quantize import detect_cpu_flavor
 
     info: dict[str, Any] = {
         "cpu_model": ident.get("model name") or platform.processor() or "unknown",

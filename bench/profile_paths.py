@@ -30,7 +30,7 @@ async def _drive(engine: Any, kind: str, n: int) -> float:
     from pydantic import TypeAdapter
 
     from seqguard.events import Event
-    from service.schemas import ScoreResponse
+    from seqguard.service.schemas import ScoreResponse
 
     adapter = TypeAdapter(list[Event])
     bodies = Bodies(kind, 1, 32)
@@ -45,8 +45,8 @@ async def _drive(engine: Any, kind: str, n: int) -> float:
 
 
 def profile(repo: Path, kind: str, n: int) -> tuple[float, str]:
-    from service.runtime import build_engine
-    from service.settings import ServiceSettings
+    from seqguard.service.runtime import build_engine
+    from seqguard.service.settings import ServiceSettings
 
     engine = build_engine(ServiceSettings(repo=repo, intra_op_threads=1))
 

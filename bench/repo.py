@@ -32,7 +32,7 @@ def resolve(project_repo: Path, models: Path, work: Path) -> tuple[Path, str]:
     """(repository, how it was obtained)."""
     if (project_repo / "manifest.json").is_file():
         return project_repo, f"the project's {project_repo}"
-    from export.pipeline import ExportOptions, run_export
+    from seqguard.export.pipeline import ExportOptions, run_export
 
     quiet = lambda *_: None  # noqa: E731 - the export's own progress lines would drown the benchmark's
     out = work / "triton_repo"
@@ -58,7 +58,7 @@ def resolve(project_repo: Path, models: Path, work: Path) -> tuple[Path, str]:
 
 def strip_dynamic_batching(text: str) -> str:
     """config.pbtxt text without its dynamic_batching block (parsed and re-rendered as Triton's ModelConfig)."""
-    from export.triton_repo import render, validate_config
+    from seqguard.export.triton_repo import render, validate_config
 
     cfg = validate_config(text)
     cfg.ClearField("dynamic_batching")
@@ -67,7 +67,7 @@ def strip_dynamic_batching(text: str) -> str:
 
 def without_dynamic_batching(repo: Path, dst: Path) -> Path:
     """A copy of `repo` whose models run with Triton's default scheduler (one request per execution)."""
-    from export.triton_repo import CONFIG_FILE
+    from seqguard.export.triton_repo import CONFIG_FILE
     from seqguard.manifest import Manifest, verify_repository, write_manifest
 
     if dst.exists():

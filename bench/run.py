@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import repo as repo_mod
     from bench.variants import build_variants
     from bench.windows import generate_windows
-    from export.quantize import detect_cpu_flavor
+    from seqguard.export.quantize import detect_cpu_flavor
 
     flavor = detect_cpu_flavor()
     results["models"] = {}

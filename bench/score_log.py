@@ -83,9 +83,9 @@ def in_process(repo: Path, events: list[dict[str, Any]], work: Path, budget_s: f
     import asyncio
 
     from seqguard.events import Event
-    from service.loop import ServiceLoop
-    from service.runtime import build_engine
-    from service.settings import ServiceSettings
+    from seqguard.service.loop import ServiceLoop
+    from seqguard.service.runtime import build_engine
+    from seqguard.service.settings import ServiceSettings
 
     settings = ServiceSettings(repo=repo, intra_op_threads=THREADS, score_log_path=str(work / "inproc_log"),
                                score_log_flush_s=1.0)
@@ -125,8 +125,8 @@ def in_process(repo: Path, events: list[dict[str, Any]], work: Path, budget_s: f
 
 def run(repo: Path, work: Path, budget_s: float = 12.0) -> dict[str, Any]:
     from bench.service_level import one_entity_events
-    from infra.loadtest.processes import start_service
-    from service.score_log import read_score_log
+    from seqguard.infra.loadtest.processes import start_service
+    from seqguard.service.score_log import read_score_log
 
     events = one_entity_events()
     body = json.dumps({"events": events}).encode()

@@ -1,5 +1,6 @@
-"""Service: POST /score for one entity through a real `bentoml serve` (infra.loadtest.processes.ServiceProcess),
-against the raw embedded backend (ONNX Runtime sessions of the same repository) called in process on the same window.
+"""Service: POST /score for one entity through a real `bentoml serve`
+(seqguard.infra.loadtest.processes.ServiceProcess), against the raw embedded backend (ONNX Runtime sessions of the
+same repository) called in process on the same window.
 
 The difference of the medians is the service's own overhead at batch 1. To say where it goes, each step of a
 request is also timed alone (validation, windowing + encoding, the micro-batcher's wait + inference, the ensemble
@@ -22,8 +23,8 @@ from bench.common import THREADS, Samples, log, time_calls
 def one_entity_events(users: int = 400, seed: int = 5) -> list[dict[str, Any]]:
     """A normal account of median history length from the generator, its events ending now (the service rejects
     events from the future; gaps are kept). The load tests' own payload code builds it."""
-    from infra.loadtest.payloads import accounts_from_frame
     from seqguard.generator import GeneratorConfig, generate
+    from seqguard.infra.loadtest.payloads import accounts_from_frame
 
     data = generate(GeneratorConfig(users=users, days=2, seed=seed))
     normal = [a for a in accounts_from_frame(data.events, data.users, max_events=120) if not a.is_attack]
@@ -92,8 +93,8 @@ def _without_spinning(engine: Any, repo: Path) -> Any:
 def _in_process(repo: Path, events: list[dict[str, Any]], budget_s: float, min_calls: int) -> dict[str, Any]:
     from seqguard.events import Event
     from seqguard.features import pad_batch
-    from service.runtime import build_engine
-    from service.settings import ServiceSettings
+    from seqguard.service.runtime import build_engine
+    from seqguard.service.settings import ServiceSettings
 
     settings = ServiceSettings(repo=repo, intra_op_threads=THREADS)
     engine = build_engine(settings)
@@ -148,7 +149,7 @@ def _split(http_p50: float, raw_p50: float, steps: dict[str, float]) -> dict[str
 
 
 def run(repo: Path, repo_note: str, work: Path, budget_s: float = 6.0, min_calls: int = 100) -> dict[str, Any]:
-    from infra.loadtest.processes import ServiceProcess
+    from seqguard.infra.loadtest.processes import ServiceProcess
 
     events = one_entity_events()
     body = json.dumps({"events": events}).encode()

@@ -27,7 +27,7 @@ class ModelSource:
     seq_len: int  # the benchmark shape
     vocab_low: int  # random token ids are drawn from [vocab_low, vocab_size)
     seq_cfg: SequenceConfig | None = None
-    checkpoint: Any = None  # export.checkpoint.Checkpoint when trained
+    checkpoint: Any = None  # seqguard.export.checkpoint.Checkpoint when trained
     notes: list[str] = field(default_factory=list)
 
     def config(self) -> Any:
@@ -37,7 +37,7 @@ class ModelSource:
 
 
 def behaviour_bert(models_dir: Path, work: Path, seq_len: int = 64, config_file: Path | None = None) -> ModelSource:
-    from export.checkpoint import Checkpoint
+    from seqguard.export.checkpoint import Checkpoint
 
     if (models_dir / "checkpoint.json").is_file():
         ckpt = Checkpoint.open(models_dir)

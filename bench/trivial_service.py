@@ -15,7 +15,7 @@ import bentoml
 from pydantic import Field
 
 from seqguard.events import Event
-from service.schemas import ScoreResponse
+from seqguard.service.schemas import ScoreResponse
 
 EventList = Annotated[list[Event], Field(description="raw events, any entities, any order")]
 

@@ -1,6 +1,6 @@
 """The precision / graph variants of one model, built with the export code itself (never a re-implementation):
-export.onnx_export.export_bert (Optimum), optimize_bert (ORTOptimizer level 2), export.quantize's dynamic int8
-(with the DefaultTensorType fix on fused graphs) and calibrated static int8."""
+seqguard.export.onnx_export.export_bert (Optimum), optimize_bert (ORTOptimizer level 2), seqguard.export.quantize's
+dynamic int8 (with the DefaultTensorType fix on fused graphs) and calibrated static int8."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def _build(variant: Variant, make: Callable[[], tuple[Path, dict[str, Any] | Non
 
 def build_variants(model_dir: Path, work: Path, flavor: str, calibration: list[dict[str, np.ndarray]] | None,
                    include_static: bool = True) -> dict[str, Variant]:
-    from export.onnx_export import export_bert, optimize_bert
-    from export.quantize import quantize_dynamic_int8, quantize_static_int8, quantized_ops
+    from seqguard.export.onnx_export import export_bert, optimize_bert
+    from seqguard.export.quantize import quantize_dynamic_int8, quantize_static_int8, quantized_ops
 
     def v(name: str, runtime: str, precision: str, graph: str) -> Variant:
         return Variant(name, LABELS[name], runtime, precision, graph)

@@ -3,8 +3,9 @@
 This is the batch twin of the service's `/score`. Nothing here re-implements a step: windows come from
 `seqguard.sequences` (the same code training uses; the service's streaming window is held equal to it by a property
 test), tokens and features from `encode_window`, and the models and the ensemble run inside the service's own
-`ScoringEngine`, built by `service.runtime.build_engine` on the verified repository with the embedded ONNX Runtime
-backend. The Spark job (seqguard.spark) calls `BatchScorer.score_frame` on each group, so both engines share it.
+`ScoringEngine`, built by `seqguard.service.runtime.build_engine` on the verified repository with the
+embedded ONNX Runtime backend. The Spark job (seqguard.spark) calls `BatchScorer.score_frame` on each group, so both
+engines share it.
 
 Memory: `score_file` never holds more than one chunk of entities. A small input is scored in one piece; a larger
 one is first spilled, row group by row group, into bucket files by a stable hash of the entity key (pass 1), and
@@ -125,8 +126,8 @@ class BatchScorer:
                  aggregation: str | None = None, threads: int = 0) -> None:
         from seqguard.manifest import ManifestError, verify_repository
         from seqguard.scoring.scorer import ScorerError
-        from service.runtime import RepositoryError, build_engine
-        from service.settings import ServiceSettings
+        from seqguard.service.runtime import RepositoryError, build_engine
+        from seqguard.service.settings import ServiceSettings
 
         if every not in EVERY_CHOICES:
             raise BatchScoreError(f"every: {every!r} is not one of {', '.join(EVERY_CHOICES)}")
@@ -196,7 +197,7 @@ class BatchScorer:
         """A validated events frame in file order, holding every event of its entities -> output rows.
         `progress(n)` is called as windows are scored. `cross_index`: the cross-entity index of the whole input when
         the frame is one bucket of it (else built from the frame)."""
-        from service.engine import RequestError, Window
+        from seqguard.service.engine import RequestError, Window
 
         labelled = "is_anomaly" in frame.columns
         schema = self.output_schema(labelled)

@@ -381,8 +381,8 @@ def _check(v: Any, info: ValidationInfo) -> Any:
         raise ValueError(e.reason) from None
 
 
-# The field's FIELD_LIMITS entry, as a pydantic validator. The OpenAPI document (service/openapi.py) states what the
-# identifiers accept: text or integers, and for user_id at least one non-blank character.
+# The field's FIELD_LIMITS entry, as a pydantic validator. The OpenAPI document (seqguard/service/openapi.py)
+# states what the identifiers accept: text or integers, and for user_id at least one non-blank character.
 CHECKED = BeforeValidator(_check)
 _ID_DOC = f"text or an integer, stripped; longer than {ID_MAX_CHARS} characters: kept as head + hash"
 OptId = Annotated[str | None, CHECKED, Field(description=f"{_ID_DOC}; empty = absent")]

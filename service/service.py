@@ -4,7 +4,8 @@
     SEQGUARD_BACKEND=local_triton bentoml serve   # the same answers through a local tritonserver
 
 Preprocessing, sequence building and ensembling happen here; model inference is delegated to a backend (embedded
-ONNX Runtime by default, or Triton over gRPC). Configuration comes from SEQGUARD_* variables (service/settings.py).
+ONNX Runtime by default, or Triton over gRPC). Configuration comes from SEQGUARD_* variables
+(seqguard/service/settings.py).
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ from pydantic import Field
 from starlette.responses import JSONResponse
 
 from seqguard.events import Event
-from service.check import PreflightError, preflight
-from service.engine import RequestError, Window
-from service.fairness import LargeRequestLane, validated_events
-from service.http import Drain, GatewayMiddleware, request_id_var
-from service.loop import ServiceLoop
-from service.observability import Metrics, setup_logging
-from service.runtime import build_engine
-from service.schemas import EXAMPLE_EVENTS, PrebuiltSequence, ScoreResponse
-from service.score_log import LoopMetrics
-from service.settings import ServiceSettings, SettingsError
-from service.state import StateStoreRefused
+from seqguard.service.check import PreflightError, preflight
+from seqguard.service.engine import RequestError, Window
+from seqguard.service.fairness import LargeRequestLane, validated_events
+from seqguard.service.http import Drain, GatewayMiddleware, request_id_var
+from seqguard.service.loop import ServiceLoop
+from seqguard.service.observability import Metrics, setup_logging
+from seqguard.service.runtime import build_engine
+from seqguard.service.schemas import EXAMPLE_EVENTS, PrebuiltSequence, ScoreResponse
+from seqguard.service.score_log import LoopMetrics
+from seqguard.service.settings import ServiceSettings, SettingsError
+from seqguard.service.state import StateStoreRefused
 
 log = setup_logging()
 try:
@@ -41,7 +42,8 @@ except SettingsError as _e:
     raise SystemExit(2) from None
 
 # /feedback's fields reach seqguard.feedback.Feedback untouched, so its errors (422, field and reason) are the ones
-# `seqguard feedback import` reports too; the OpenAPI document describes them (service.openapi.FEEDBACK_FIELDS).
+# `seqguard feedback import` reports too; the OpenAPI document describes them
+# (seqguard.service.openapi.FEEDBACK_FIELDS).
 FeedbackField = Annotated[Any, Field(description="see the /feedback operation")]
 EventList = Annotated[list[Event], Field(description="raw events, any entities, any order", examples=[EXAMPLE_EVENTS])]
 
@@ -130,7 +132,8 @@ class Seqguard:
     @bentoml.api(route="/score")
     async def score(self, events: EventList) -> ScoreResponse:
         """Score each entity's window built from the events in this request alone (stateless)."""
-        events = validated_events(events)  # a large body was validated in slices by the lane (service/fairness.py)
+        # A large body was validated in slices by the lane (seqguard/service/fairness.py).
+        events = validated_events(events)
         try:
             self.engine.check_events(events)
             windows = self.engine.windows_from_events(events)

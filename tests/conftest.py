@@ -54,7 +54,7 @@ def tiny_checkpoint(tiny_events, tmp_path_factory: pytest.TempPathFactory):
 def tiny_repo(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory):
     """The tiny checkpoint exported to a cpu Triton repository (fp32: a 16-wide toy model is too small for int8 to
     keep its ranking, which is exactly what the int8 parity gate is there to catch)."""
-    from export.pipeline import ExportOptions, run_export
+    from seqguard.export.pipeline import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("tiny_repo") / "triton_repo"
     run_export(ExportOptions(models=tiny_checkpoint, target="cpu", precision="fp32", out=out), log=lambda *_: None)

@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from infra.loadtest.processes import ServiceProcess
-from infra.loadtest.processes import start_service as _start_service
+from seqguard.infra.loadtest.processes import ServiceProcess
+from seqguard.infra.loadtest.processes import start_service as _start_service
 from seqguard.processes.supervisor import ChildProcess, free_port, http_ok, tcp_open
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from seqguard.features import Encoded
-from service.backends import CircuitBreaker
-from service.batcher import MicroBatcher, QueueFull
+from seqguard.service.backends import CircuitBreaker
+from seqguard.service.batcher import MicroBatcher, QueueFull
 
 
 def enc(n: int) -> Encoded:
@@ -71,7 +71,7 @@ def test_backend_errors_reach_every_waiting_caller():
 
 def test_circuit_breaker_opens_and_half_opens(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr("service.backends.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("seqguard.service.backends.time.monotonic", lambda: now[0])
     br = CircuitBreaker(threshold=2, cooldown_seconds=5)
     br.failure()
     assert br.allow()
@@ -91,7 +91,7 @@ def test_circuit_breaker_opens_and_half_opens(monkeypatch):
 
 
 def test_calls_hold_one_length_bucket_and_never_a_single_row():
-    from service.batcher import bucket_length
+    from seqguard.service.batcher import bucket_length
 
     seen = []
 
@@ -185,7 +185,7 @@ class _Status(Exception):
     ("StatusCode.INTERNAL", 1, 0, True),
 ])
 def test_triton_retries_only_transient_errors(code, attempts, failures, rejected):
-    from service.backends import BackendRejected, BackendUnavailable, TritonBackend
+    from seqguard.service.backends import BackendRejected, BackendUnavailable, TritonBackend
 
     tried = []
 

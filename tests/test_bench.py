@@ -86,7 +86,7 @@ def test_smoke_system_level_and_targets(smoke: tuple[dict[str, Any], Path]) -> N
 
 def test_strip_dynamic_batching_keeps_the_rest() -> None:
     from bench.repo import strip_dynamic_batching
-    from export.triton_repo import ServingSettings, python_model_config, render, validate_config
+    from seqguard.export.triton_repo import ServingSettings, python_model_config, render, validate_config
 
     text = render(python_model_config("behaviour_bert", ServingSettings(target="cpu", precision="fp32")))
     assert validate_config(text).HasField("dynamic_batching")

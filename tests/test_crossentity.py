@@ -26,7 +26,7 @@ from seqguard.events import Event
 from seqguard.features import FEATURE_NAMES, encode_window
 from seqguard.io import events_to_frame
 from seqguard.sequences import columns_from_frame, sort_for_sequences, state_columns, window_index
-from service.state import MemoryStateStore, RedisStateStore
+from seqguard.service.state import MemoryStateStore, RedisStateStore
 
 T0 = 1_700_000_000.0
 CFG = SequenceConfig(max_events=4, span_seconds=3000.0)

@@ -18,10 +18,10 @@ import boto3
 import pytest
 import yaml
 
-from infra.deploy.aws import error_code_and_message, explain
-from infra.deploy.capacity_plan import CapacityPlan
-from infra.deploy.config import load_config
 from seqguard import cli
+from seqguard.infra.deploy.aws import error_code_and_message, explain
+from seqguard.infra.deploy.capacity_plan import CapacityPlan
+from seqguard.infra.deploy.config import load_config
 from tests.support import REPO, free_port, running, tcp_open
 
 ACCOUNT = "123456789012"  # moto's default account

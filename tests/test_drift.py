@@ -24,7 +24,7 @@ from seqguard.drift import (
 )
 from seqguard.features import FEATURE_NAMES
 from seqguard.generator import GeneratorConfig, generate
-from service.score_log import DriftMonitor, LoopMetrics, ScoreLog, read_score_log
+from seqguard.service.score_log import DriftMonitor, LoopMetrics, ScoreLog, read_score_log
 
 SHIFTED = {"activity": 3.0, "card_testing": {"prevalence": 0.15}, "click_farm_bot": {"prevalence": 0.1}}
 
@@ -263,7 +263,7 @@ def test_prometheus_rules_watch_the_service_gauges_at_the_report_threshold() -> 
     ({"SEQGUARD_DRIFT_WINDOW": "3"}, "DRIFT_WINDOW"),
 ])
 def test_loop_settings_are_validated_at_start(env: dict[str, str], field: str) -> None:
-    from service.settings import ServiceSettings, SettingsError
+    from seqguard.service.settings import ServiceSettings, SettingsError
 
     with pytest.raises(SettingsError, match=field):
         ServiceSettings.from_env(env)

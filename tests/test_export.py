@@ -144,7 +144,7 @@ def test_portable_int8_gate(cpu_repo: tuple[Path, str]) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from export.quantize import AVX2_EXACT_WEIGHTS
+    from seqguard.export.quantize import AVX2_EXACT_WEIGHTS
     from seqguard.manifest import verify_repository
 
     repo, stdout = cpu_repo
@@ -179,8 +179,8 @@ def test_portable_int8_gate(cpu_repo: tuple[Path, str]) -> None:
 
 def test_served_int8_close_to_torch(cpu_repo: tuple[Path, str], ckpt: Path) -> None:
     """The int8 files in the repository score the calibration windows like the checkpoint's PyTorch models."""
-    from export.checkpoint import Checkpoint
-    from export.parity import ort_logits, ort_session
+    from seqguard.export.checkpoint import Checkpoint
+    from seqguard.export.parity import ort_logits, ort_session
 
     calib = Checkpoint.open(ckpt).calibration()
     for name in MODELS:
@@ -222,7 +222,7 @@ def test_gpu_repository(gpu_repo: tuple[Path, str]) -> None:
         assert trt.parameters["trt_profile_max_shapes"].startswith("input_ids:64x32")  # max_len of max_events 15
         assert not (repo / name / "1" / "model.py").exists()
     parse_config(repo / ENSEMBLE_MODEL / "config.pbtxt")
-    from export.tensorrt_plan import unavailable_reason
+    from seqguard.export.tensorrt_plan import unavailable_reason
 
     reason = unavailable_reason()
     if reason is not None:
@@ -231,7 +231,13 @@ def test_gpu_repository(gpu_repo: tuple[Path, str]) -> None:
 
 
 def test_gpu_int8_and_plan_configs_parse() -> None:
-    from export.triton_repo import ServingSettings, onnxruntime_model_config, plan_model_config, render, validate_config
+    from seqguard.export.triton_repo import (
+        ServingSettings,
+        onnxruntime_model_config,
+        plan_model_config,
+        render,
+        validate_config,
+    )
 
     s = ServingSettings(target="gpu", precision="int8", max_batch_size=32, instances=2, max_seq_len=128)
     cfg = validate_config(render(onnxruntime_model_config("behaviour_bert", s)))
@@ -296,7 +302,7 @@ def test_parity_gate_failure(ckpt: Path, cpu_repo: tuple[Path, str], tmp_path: P
     import onnx
     from onnx import numpy_helper
 
-    import export.pipeline as pipeline
+    import seqguard.export.pipeline as pipeline
     from seqguard.manifest import verify_repository
 
     real_export = pipeline.export_model
@@ -325,7 +331,7 @@ def test_parity_gate_failure(ckpt: Path, cpu_repo: tuple[Path, str], tmp_path: P
 
 
 def test_reduced_gate_fails_on_flipped_decisions() -> None:
-    from export.parity import ParityError, reduced_gate
+    from seqguard.export.parity import ParityError, reduced_gate
 
     rng = np.random.default_rng(0)
     fp32 = rng.normal(size=(200, 2)).astype(np.float32)
@@ -387,6 +393,6 @@ def test_tokenizer_loads_from_repository(cpu_repo: tuple[Path, str], ckpt: Path)
     ("", "aarch64", "arm64"),
 ])
 def test_detect_cpu_flavor(flags: str, machine: str, flavor: str) -> None:
-    from export.quantize import detect_cpu_flavor
+    from seqguard.export.quantize import detect_cpu_flavor
 
     assert detect_cpu_flavor(f"processor\t: 0\nflags\t\t: {flags}\n", machine) == flavor

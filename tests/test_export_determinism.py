@@ -41,8 +41,8 @@ def cli_export(ckpt: Path, out: Path, *flags: str) -> str:
 def test_default_int8_export_is_byte_identical(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     """The CPU default (portable static int8, `--graph-opt auto`): calibration, quantization, gates and manifest
     give the same bytes on a second run (the first is test_export's cached repository)."""
-    from export.checkpoint import Checkpoint
-    from export.manifest import content_time
+    from seqguard.export.checkpoint import Checkpoint
+    from seqguard.export.manifest import content_time
 
     first, _ = exported(tmp_path_factory, "cpu", "int8")
     ckpt = trained_checkpoint(tmp_path_factory)
@@ -71,7 +71,7 @@ def test_fused_graph_export_is_byte_identical(tiny_checkpoint: Path, tmp_path: P
 def test_timed_graph_choice_is_recorded(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """`--graph-opt timed` (the only clock-dependent choice, never the default) writes the measurements that chose
     the graph into the manifest, and the choice follows them."""
-    from export.pipeline import FUSED_MIN_GAIN
+    from seqguard.export.pipeline import FUSED_MIN_GAIN
 
     out = tmp_path / "repo"
     stdout = cli_export(tiny_checkpoint, out, "--precision", "fp32", "--graph-opt", "timed")
@@ -99,7 +99,7 @@ def _ckpt(tmp_path: Path, created: object) -> SimpleNamespace:
 ])
 def test_created_at_is_the_contents_time(tmp_path: Path, env: dict[str, str], created: str | None,
                                          expect: str) -> None:
-    from export.manifest import content_time
+    from seqguard.export.manifest import content_time
 
     assert content_time(_ckpt(tmp_path, created), env) == expect  # type: ignore[arg-type]
 
@@ -107,7 +107,7 @@ def test_created_at_is_the_contents_time(tmp_path: Path, env: dict[str, str], cr
 def test_created_at_without_a_checkpoint_time_is_the_files_time(tmp_path: Path) -> None:
     import os
 
-    from export.manifest import content_time
+    from seqguard.export.manifest import content_time
 
     ckpt = _ckpt(tmp_path, "not a date")
     os.utime(tmp_path / "checkpoint.json", (86400, 86400))

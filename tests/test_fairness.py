@@ -8,7 +8,7 @@ import json
 from pydantic import TypeAdapter
 
 from seqguard.events import Event
-from service.fairness import LargeRequestLane, validated_events
+from seqguard.service.fairness import LargeRequestLane, validated_events
 
 
 def scope(length: int | None, method: str = "POST") -> dict:

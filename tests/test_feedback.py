@@ -125,8 +125,8 @@ def test_outcomes_join_by_entity_and_by_request_through_the_score_log() -> None:
 
 
 def test_preflight_names_bad_loop_settings(tiny_repo: Path, tmp_path: Path) -> None:
-    from service.check import PreflightError, preflight
-    from service.settings import ServiceSettings
+    from seqguard.service.check import PreflightError, preflight
+    from seqguard.service.settings import ServiceSettings
 
     log = str(tmp_path / "log")
     ok = ServiceSettings(repo=tiny_repo, score_log_path=log, shadow_repo=tiny_repo, feedback_path=tmp_path / "f.db")

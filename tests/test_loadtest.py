@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infra.loadtest.capacity import CapacityError, CapacityResult, analyse, plan
-from infra.loadtest.fault import FaultTimes
-from infra.loadtest.fault import analyse as analyse_fault
-from infra.loadtest.payloads import AccountPool, ReplaySchedule, accounts_from_frame, score_batch, stream
-from infra.loadtest.runner import parse_duration
-from infra.loadtest.settings import LoadSettings, LoadSettingsError, expected_endpoints
-from infra.loadtest.slo import SLO, SLOError, evaluate, load_slo, table
 from seqguard.cli import main
+from seqguard.infra.loadtest.capacity import CapacityError, CapacityResult, analyse, plan
+from seqguard.infra.loadtest.fault import FaultTimes
+from seqguard.infra.loadtest.fault import analyse as analyse_fault
+from seqguard.infra.loadtest.payloads import AccountPool, ReplaySchedule, accounts_from_frame, score_batch, stream
+from seqguard.infra.loadtest.runner import parse_duration
+from seqguard.infra.loadtest.settings import LoadSettings, LoadSettingsError, expected_endpoints
+from seqguard.infra.loadtest.slo import SLO, SLOError, evaluate, load_slo, table
 from tests.support import REPO, free_port, start_service, tcp_open
 
 SMOKE_SLO = str(REPO / "infra/slo.smoke.yaml")
@@ -228,7 +228,7 @@ def test_capacity_plan_math() -> None:
 
 
 def test_capacity_cli_writes_the_plan_deploy_reads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from infra.deploy.capacity_plan import CapacityPlan, load_capacity_plan
+    from seqguard.infra.deploy.capacity_plan import CapacityPlan, load_capacity_plan
 
     result = analyse(step_stats([(5, 10, 50, 0), (20, 40, 200, 0)]), SLO_300)
     result.write(tmp_path / "capacity.json")
@@ -346,7 +346,7 @@ def test_broken_service_fails_the_gate_on_errors(tmp_path: Path, capsys: pytest.
 @pytest.mark.slow
 def test_replay_and_step_runs(service: str, tiny_events, tmp_path: Path,
                               capsys: pytest.CaptureFixture) -> None:
-    from infra.deploy.capacity_plan import load_capacity_plan
+    from seqguard.infra.deploy.capacity_plan import load_capacity_plan
     from seqguard.io import write_events
 
     # A foreign file: renamed columns and a mapping, replayed as fast as the users can send.

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from seqguard.features import CLS_ID, SEP_ID, Encoded, pad_batch
-from service.batcher import bucket_length
-from service.runtime import build_engine
-from service.settings import ServiceSettings
+from seqguard.service.batcher import bucket_length
+from seqguard.service.runtime import build_engine
+from seqguard.service.settings import ServiceSettings
 
 
 def _window(rng: np.random.Generator, n: int, vocab: int) -> Encoded:
@@ -42,7 +42,7 @@ def test_batcher_sends_a_lone_window_as_one_row_when_the_backend_copies_itself()
         return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
 
     async def main(min_rows: int) -> None:
-        from service.batcher import MicroBatcher
+        from seqguard.service.batcher import MicroBatcher
 
         b = MicroBatcher(infer, max_batch=8, min_rows=min_rows)
         out = await b.submit([_window(np.random.default_rng(0), 3, 50)])

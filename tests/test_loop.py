@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from seqguard.generator import GeneratorConfig, generate
-from service.score_log import read_score_log
+from seqguard.service.score_log import read_score_log
 from tests.support import REPO, free_port, running, start_service, tcp_open
 from tests.test_deploy import MOTO_SERVER_WITH_UPDATE_ENDPOINT, Aws, write_config
 from tests.test_service import get, post

@@ -40,8 +40,8 @@ def alarm_fires(aws: Aws, alarm: dict[str, Any]) -> bool:
 
 def test_drift_alarms_watch_what_seqguard_drift_publishes(aws: Aws, tiny_checkpoint: Path, days: Any,
                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from infra.deploy.aws import AwsSession
-    from infra.deploy.loop import publish_drift
+    from seqguard.infra.deploy.aws import AwsSession
+    from seqguard.infra.deploy.loop import publish_drift
 
     config = write_config(tmp_path / "d.yaml", alarms={"drift_psi": 0.25, "drift_period_seconds": 3600})
     first_apply(capsys, aws, config)

@@ -1,5 +1,5 @@
 """The portable int8 gate on AVX2-only kernels (issue 13): the test checkpoint's default int8 repository scored under
-`qemu-x86_64 -cpu Haswell` (AVX2, no AVX-512) and natively; export/isa_check.py says how and why."""
+`qemu-x86_64 -cpu Haswell` (AVX2, no AVX-512) and natively; seqguard/export/isa_check.py says how and why."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="AVX2 emu
 
 
 def test_portable_int8_gate_holds_on_avx2_kernels(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from export.isa_check import EmulatorUnsupported, qemu_path, run_check
+    from seqguard.export.isa_check import EmulatorUnsupported, qemu_path, run_check
 
     if qemu_path() is None:
         pytest.skip("qemu-x86_64 not installed (make setup installs qemu-user where apt-get exists)")
@@ -45,7 +45,7 @@ def test_portable_int8_gate_holds_on_avx2_kernels(tmp_path_factory: pytest.TempP
 def test_no_emulator_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import numpy as np
 
-    import export.isa_check as isa
+    import seqguard.export.isa_check as isa
 
     monkeypatch.setattr(isa, "qemu_path", lambda: None)
     inputs = {k: np.zeros((2, 4), np.int64) for k in isa.INPUTS}

@@ -151,7 +151,7 @@ def test_redis_without_persistence_is_refused_and_refuse_policy_answers_503(
     assert out.returncode == 2, out.stderr[-2000:]
     assert "appendonly" in out.stderr and "SEQGUARD_REDIS_PERSISTENCE" in out.stderr
     # The warn policy starts, loudly.
-    out = subprocess.run([sys.executable, "-m", "service.check"], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "seqguard.service.check"], cwd=REPO, capture_output=True, text=True,
                          timeout=60, env={**env, "SEQGUARD_REDIS_PERSISTENCE": "warn"})
     assert out.returncode == 0 and "NOT DURABLE" in out.stderr, out.stderr
     # The refuse policy: with the store down, /events is refused (events not kept), never acknowledged.

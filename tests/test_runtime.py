@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from export.quantize import isa_assumptions
-from service.runtime import isa_warning
+from seqguard.export.quantize import isa_assumptions
+from seqguard.service.runtime import isa_warning
 
 
 def manifest(flavor: str | None, precision: str = "int8", isa: dict | None = None) -> SimpleNamespace:
@@ -24,7 +24,7 @@ def manifest(flavor: str | None, precision: str = "int8", isa: dict | None = Non
 ])
 def test_isa_warning(flavor: str, built_on: str, serving: str, expect: str | None,
                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("export.quantize.detect_cpu_flavor", lambda: built_on)
+    monkeypatch.setattr("seqguard.export.quantize.detect_cpu_flavor", lambda: built_on)
     warning = isa_warning(manifest(flavor, isa=isa_assumptions(flavor, "static")), serving)
     if expect is None:
         assert warning is None
@@ -47,9 +47,9 @@ def test_overload_is_429_with_retry_after_or_degraded_overloaded(tiny_repo) -> N
     import numpy as np
 
     from seqguard.events import Event
-    from service.engine import RequestError
-    from service.runtime import build_engine
-    from service.settings import ServiceSettings
+    from seqguard.service.engine import RequestError
+    from seqguard.service.runtime import build_engine
+    from seqguard.service.settings import ServiceSettings
 
     class SlowBackend:
         name = "slow"

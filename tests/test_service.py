@@ -194,8 +194,9 @@ def test_a_windows_score_does_not_depend_on_what_shares_its_batch(lingering_serv
 
 
 def test_a_large_body_validated_in_slices_answers_as_a_small_one(lingering_service: str) -> None:
-    """Over the large-body threshold the lane validates the events itself (service/fairness.py): the answers are the
-    ones each entity gets in a small body, and a bad event is still reported by BentoML's own validation."""
+    """Over the large-body threshold the lane validates the events itself (seqguard/service/fairness.py): the answers
+    are
+    the ones each entity gets in a small body, and a bad event is still reported by BentoML's own validation."""
     service = lingering_service
     # A device of each tester's own: testers sharing one would (rightly) see each other in the big body through the
     # cross-entity features (accounts per device), and the answers would differ from their small bodies by design.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.loadtest.settings import LoadSettings, LoadSettingsError
-from service.settings import ServiceSettings, SettingsError
+from seqguard.infra.loadtest.settings import LoadSettings, LoadSettingsError
+from seqguard.service.settings import ServiceSettings, SettingsError
 
 
 def test_variables_become_typed_fields_and_empty_ones_are_ignored() -> None:

@@ -2,7 +2,7 @@ import pytest
 
 from seqguard.config import SequenceConfig
 from seqguard.events import Event
-from service.state import MemoryStateStore, RedisStateStore, StateStoreError
+from seqguard.service.state import MemoryStateStore, RedisStateStore, StateStoreError
 from tests.support import free_port
 
 T0 = 1791187200.0
@@ -21,7 +21,7 @@ def test_memory_store_lru_and_ttl(monkeypatch):
     store.append("c", [ev(0, "c")])  # evicts b
     assert len(store) == 2 and store.get("b").records == [] and len(store.get("a").records) == 2
     clock = [1000.0]
-    monkeypatch.setattr("service.state.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("seqguard.service.state.time.monotonic", lambda: clock[0])
     store.append("a", [ev(2, "a")])
     clock[0] += 101
     assert store.get("a").records == []
@@ -51,7 +51,7 @@ def heavy(i: int, user: str) -> Event:
 
 
 def test_memory_store_is_bounded_in_bytes():
-    from service.state import state_bytes
+    from seqguard.service.state import state_bytes
 
     cfg = SequenceConfig(max_events=10)
     store = MemoryStateStore(cfg, max_entities=10_000, max_bytes=200_000)
@@ -70,7 +70,7 @@ def test_memory_store_is_bounded_in_bytes():
 
 
 def test_journal_replays_in_order_skips_a_torn_line_and_refuses_when_full(tmp_path):
-    from service.state import Journal
+    from seqguard.service.state import Journal
 
     journal = Journal(tmp_path, max_bytes=4096)
     assert journal.append("a", [{"event_id": "1"}]) and journal.append("b", [{"event_id": "2"}])
@@ -87,7 +87,7 @@ def test_journal_replays_in_order_skips_a_torn_line_and_refuses_when_full(tmp_pa
 
 
 def test_journaled_store_journals_while_down_and_replays_once_back(tmp_path, redis_server):
-    from service.state import Journal, JournaledStore, StateStoreJournaled, StateStoreRefused
+    from seqguard.service.state import Journal, JournaledStore, StateStoreJournaled, StateStoreRefused
 
     cfg = SequenceConfig(max_events=20)
     port = free_port()

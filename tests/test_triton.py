@@ -44,7 +44,7 @@ def triton(repo: Path) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """Calibration windows of different lengths, padded to the longest as the service pads a batch."""
-    from export.checkpoint import Checkpoint
+    from seqguard.export.checkpoint import Checkpoint
 
     calib = Checkpoint.open(trained_checkpoint(tmp_path_factory)).calibration()
     lengths = calib.inputs["attention_mask"].sum(axis=1)
@@ -55,7 +55,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
 
 
 def reference(repo: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from export.parity import ort_session
+    from seqguard.export.parity import ort_session
 
     return {m: ort_session(repo / m / "1" / "model.onnx").run(["logits"], feed)[0] for m in MODELS}
 

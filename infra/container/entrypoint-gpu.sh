@@ -17,7 +17,7 @@ set -Eeuo pipefail
 : "${TRITON_GRPC_PORT:=8001}"
 : "${TRITON_CMD:=tritonserver --model-repository=${SEQGUARD_REPO} --http-port=8000 --grpc-port=${TRITON_GRPC_PORT} --metrics-port=8002 --exit-timeout-secs=10}"
 : "${BENTO_CMD:=bentoml serve ${BENTO_PATH:-/home/bentoml/bento} --port ${SEQGUARD_PORT}}"
-: "${CHECK_CMD:=python -m service.check}"
+: "${CHECK_CMD:=python -m seqguard.service.check}"
 export SEQGUARD_REPO SEQGUARD_PORT SEQGUARD_BACKEND=triton
 export SEQGUARD_TRITON_URL="${SEQGUARD_TRITON_URL:-127.0.0.1:${TRITON_GRPC_PORT}}"
 

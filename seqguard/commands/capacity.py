@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infra.loadtest.capacity import CapacityError, CapacityResult, plan
+    from seqguard.infra.loadtest.capacity import CapacityError, CapacityResult, plan
 
     if args.burst_factor < 1:
         raise CliError(f"--burst-factor must be ≥ 1 (got {args.burst_factor:g})")

@@ -19,7 +19,7 @@ def join_outcomes(frame: Any, args: argparse.Namespace, entity_key: str) -> tupl
     from dataclasses import asdict
 
     from seqguard.feedback import FeedbackError, FeedbackStore, apply_outcomes, entity_outcomes
-    from service.observability import hash_id
+    from seqguard.service.observability import hash_id
 
     if args.feedback is None:
         return frame, {}
@@ -34,7 +34,7 @@ def join_outcomes(frame: Any, args: argparse.Namespace, entity_key: str) -> tupl
     log = None
     if args.log:
         from seqguard.drift import DriftError
-        from service.score_log import read_score_log
+        from seqguard.service.score_log import read_score_log
 
         try:
             log = read_score_log(args.log, role=None)

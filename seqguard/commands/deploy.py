@@ -1,7 +1,7 @@
 """`seqguard deploy plan|apply|status|destroy`: the SageMaker endpoint, its autoscaling and alarms, from one YAML.
 
 The config (and the capacity plan, if given) is validated in full before the first AWS call, so a typo costs
-milliseconds, not a half-created deployment. The work itself lives in `infra.deploy`; this module only parses
+milliseconds, not a half-created deployment. The work itself lives in `seqguard.infra.deploy`; this module only parses
 arguments, prints, and turns `DeployError`s into `CliError`s.
 """
 
@@ -12,18 +12,18 @@ import json
 import sys
 from collections.abc import Callable
 
-from infra.deploy.apply import execute, refuse_if_blocked
-from infra.deploy.aws import AwsSession
-from infra.deploy.capacity_plan import apply_capacity_plan, load_capacity_plan
-from infra.deploy.config import DeployConfig, load_config
-from infra.deploy.destroy import build_destroy_plan
-from infra.deploy.errors import DeployError, PlanBlocked
-from infra.deploy.image import render_push_commands
-from infra.deploy.plan import Plan, make_plan, render_plan
-from infra.deploy.state import TRANSITIONAL_ENDPOINT_STATES
-from infra.deploy.status import collect_status, render_status
-from infra.deploy.waiters import WaitSettings, wait_deleted, wait_in_service
 from seqguard.cli import CliError
+from seqguard.infra.deploy.apply import execute, refuse_if_blocked
+from seqguard.infra.deploy.aws import AwsSession
+from seqguard.infra.deploy.capacity_plan import apply_capacity_plan, load_capacity_plan
+from seqguard.infra.deploy.config import DeployConfig, load_config
+from seqguard.infra.deploy.destroy import build_destroy_plan
+from seqguard.infra.deploy.errors import DeployError, PlanBlocked
+from seqguard.infra.deploy.image import render_push_commands
+from seqguard.infra.deploy.plan import Plan, make_plan, render_plan
+from seqguard.infra.deploy.state import TRANSITIONAL_ENDPOINT_STATES
+from seqguard.infra.deploy.status import collect_status, render_status
+from seqguard.infra.deploy.waiters import WaitSettings, wait_deleted, wait_in_service
 
 DEFAULT_CONFIG = "infra/deploy.yaml"
 
@@ -113,9 +113,9 @@ def _promotion(args: argparse.Namespace, config: DeployConfig) -> tuple[DeployCo
     """With --promote: the evidence tags (or a refusal), before any AWS call."""
     if not getattr(args, "promote", None):
         return config, None
-    from infra.deploy.errors import ConfigError
-    from infra.deploy.loop import evidence_tags
     from seqguard.compare import load_compare
+    from seqguard.infra.deploy.errors import ConfigError
+    from seqguard.infra.deploy.loop import evidence_tags
 
     if config.rollout.strategy != "canary":
         raise ConfigError("--promote rolls the challenger out through the canary: set rollout.strategy: canary")
@@ -143,7 +143,7 @@ def _apply(args: argparse.Namespace, config: DeployConfig, session: AwsSession) 
     refuse_if_blocked(plan)
     if not plan.pending:
         if evidence:
-            from infra.deploy.loop import PromotionRefused
+            from seqguard.infra.deploy.loop import PromotionRefused
 
             raise PromotionRefused(f"nothing to promote: deployment {config.name!r} already runs what {args.config} "
                                    "describes; set model.version (and the image tag) to the challenger's release")
@@ -152,7 +152,7 @@ def _apply(args: argparse.Namespace, config: DeployConfig, session: AwsSession) 
     print("Applying:")
     done = execute(plan, session, wait, log=print)
     if evidence:
-        from infra.deploy.loop import tag_endpoint
+        from seqguard.infra.deploy.loop import tag_endpoint
 
         tag_endpoint(session, plan.desired.names.endpoint, evidence)
         print(f"Promoted: {evidence['seqguard:promotion:challenger']} replaces "

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from seqguard.drift import PSI_ALERT, DriftError, load_reference, load_reference_sample
     from seqguard.drift_report import write_drift_report
-    from service.score_log import log_features, read_score_log
+    from seqguard.service.score_log import log_features, read_score_log
 
     threshold = PSI_ALERT if args.threshold is None else args.threshold
     if not threshold > 0:
@@ -94,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace, result: dict) -> None:
     import os
 
-    from infra.deploy.aws import AwsSession
-    from infra.deploy.errors import DeployError
-    from infra.deploy.loop import publish_drift
+    from seqguard.infra.deploy.aws import AwsSession
+    from seqguard.infra.deploy.errors import DeployError
+    from seqguard.infra.deploy.loop import publish_drift
 
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:

@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.onnx_export import DEFAULT_OPSET, ExportError
-    from export.parity import ParityError
-    from export.pipeline import ExportOptions, ExportOptionsError, run_export, summary_table
+    from seqguard.export.onnx_export import DEFAULT_OPSET, ExportError
+    from seqguard.export.parity import ParityError
+    from seqguard.export.pipeline import ExportOptions, ExportOptionsError, run_export, summary_table
     from seqguard.manifest import ManifestError
     from seqguard.train.checkpoint import CheckpointError
 

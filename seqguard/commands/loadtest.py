@@ -8,7 +8,7 @@
     seqguard loadtest --slo infra/slo.yaml --fault --duration 40s                    # Triton stops under load
 
 Prints measured vs allowed, writes CSV + HTML + JSON under --out, and exits 1 naming every violated threshold.
-The work lives in infra/loadtest; this module parses, validates everything before a process starts, and prints.
+The work lives in seqguard/infra/loadtest; this module parses, validates everything before a process starts, and prints.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> tuple[float, tuple[int, ...] | None]:
-    from infra.loadtest.runner import parse_duration
+    from seqguard.infra.loadtest.runner import parse_duration
 
     try:
         duration = parse_duration(args.duration)
@@ -119,8 +119,8 @@ def _check_args(args: argparse.Namespace) -> tuple[float, tuple[int, ...] | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from infra.loadtest.settings import LoadSettings
-    from infra.loadtest.slo import SLOError, load_slo
+    from seqguard.infra.loadtest.settings import LoadSettings
+    from seqguard.infra.loadtest.slo import SLOError, load_slo
 
     duration, steps = _check_args(args)
     try:
@@ -155,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     if args.fault:
         return _fault(args, settings, slo, duration, out, repo)
     with _target(args, repo, out) as host:
-        from infra.loadtest.runner import RunError
-        from infra.loadtest.runner import run as run_load
+        from seqguard.infra.loadtest.runner import RunError
+        from seqguard.infra.loadtest.runner import run as run_load
 
         print(f"loadtest: {mode} load on {host}: {_shape(args, steps, duration)}", flush=True)
         try:
@@ -195,7 +195,7 @@ def _target(args: argparse.Namespace, repo: Path, out: Path) -> Iterator[str]:
         yield args.host
         return
     if args.target == "triton":
-        from infra.loadtest.processes import start_triton
+        from seqguard.infra.loadtest.processes import start_triton
         from seqguard.processes.tritonserver import TritonError
 
         try:
@@ -208,7 +208,7 @@ def _target(args: argparse.Namespace, repo: Path, out: Path) -> Iterator[str]:
         finally:
             triton.stop()
         return
-    from infra.loadtest.processes import ServiceProcess
+    from seqguard.infra.loadtest.processes import ServiceProcess
 
     try:
         service = ServiceProcess(repo, out / "logs").start()
@@ -251,7 +251,7 @@ class _CpuMeter:
 
 
 def _report(stats: dict[str, Any], verdict: Any, paths: Any) -> int:
-    from infra.loadtest.slo import table
+    from seqguard.infra.loadtest.slo import table
 
     print(table(verdict, stats["endpoints"]))
     res = stats.get("results") or {}
@@ -282,7 +282,7 @@ def _print_loadgen(stats: dict[str, Any]) -> None:
 
 
 def _capacity(stats: dict[str, Any], slo: Any, args: argparse.Namespace, out: Path) -> int:
-    from infra.loadtest.capacity import CapacityError, analyse, plot, stage_table
+    from seqguard.infra.loadtest.capacity import CapacityError, analyse, plot, stage_table
 
     notes = [f"load generator (locust) and service share this machine's {os.cpu_count()} CPUs",
              f"traffic: ShopperUser:BatchScorer {args.shopper_weight}:{args.batch_weight}, "
@@ -305,9 +305,9 @@ def _capacity(stats: dict[str, Any], slo: Any, args: argparse.Namespace, out: Pa
 
 
 def _fault(args: argparse.Namespace, settings: Any, slo: Any, duration: float, out: Path, repo: Path) -> int:
-    from infra.loadtest.fault import FaultOptions, fault_table, run_fault
-    from infra.loadtest.runner import RunError, RunPaths
-    from infra.loadtest.slo import figures_table
+    from seqguard.infra.loadtest.fault import FaultOptions, fault_table, run_fault
+    from seqguard.infra.loadtest.runner import RunError, RunPaths
+    from seqguard.infra.loadtest.slo import figures_table
 
     opts = FaultOptions(repo=repo, out=out, users=args.users, spawn_rate=args.spawn_rate, duration_s=duration,
                         fault_at_s=args.fault_at if args.fault_at is not None else max(3.0, 0.3 * duration),

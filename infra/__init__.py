@@ -1,1 +1,0 @@
-"""Infrastructure for running seqguard in the cloud (see `infra.deploy`)."""

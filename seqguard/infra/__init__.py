@@ -1,0 +1,1 @@
+"""Infrastructure for running seqguard in the cloud (see `seqguard.infra.deploy`)."""

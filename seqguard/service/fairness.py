@@ -1,0 +1,112 @@
+"""One lane for large requests, and their bodies validated in slices between which the event loop serves others.
+
+Why: BentoML validates a request body on the event loop before any handler runs, and a maximum-size body (1,000
+entities x 5 events, ~1 MB) takes tens of milliseconds of pydantic work that nothing can interleave with. Four of
+them at once put a one-event request behind all four parses. So:
+
+- at most one request over `large_bytes` is inside the app at a time (a small request waits for at most one large
+  request's blocking step; the micro-batcher interleaves their windows with everyone else's,
+  seqguard/service/batcher.py);
+- a large `{"events": [...]}` body is validated here, `SLICE` events at a time with a yield in between, by the same
+  pydantic model in the same (JSON) mode BentoML uses; BentoML then receives `{"events": []}` and the handler takes
+  the validated events from `validated_events` instead. A body that is anything but a valid `{"events": [...]}`
+  goes to BentoML untouched, so every error is BentoML's own, word for word (field paths included).
+
+Requests are told apart by their Content-Length before anything is read; a body without one (chunked) is treated as
+small here and the gateway's byte limit still applies to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from seqguard.events import Event
+from seqguard.service.http import _replay
+
+SLICE = 200  # events validated between two yields to the event loop (~2 ms)
+EVENT_ROUTES = ("/score", "/events")  # the routes whose body is {"events": [Event, ...]}
+_EMPTY = b'{"events":[]}'
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_validated: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar("seqguard_validated", default=None)
+
+
+def validated_events(events: list[Event]) -> list[Event]:
+    """The events this request's handler should use: the lane's when it validated the body, else BentoML's."""
+    pre = _validated.get()
+    return events if pre is None else pre
+
+
+async def validate_in_slices(body: bytes) -> list[Event] | None:
+    """The body's events, validated a slice at a time; None when the body is not a valid `{"events": [...]}`."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or set(data) != {"events"} or not isinstance(data["events"], list):
+        return None
+    raw = data["events"]
+    out: list[Event] = []
+    for i in range(0, len(raw), SLICE):
+        await asyncio.sleep(0)
+        try:
+            # JSON mode, as BentoML validates: the slice goes back to JSON text (floats round-trip exactly).
+            out.extend(_EVENTS.validate_json(json.dumps(raw[i : i + SLICE])))
+        except ValidationError:
+            return None
+    return out
+
+
+class LargeRequestLane:
+    def __init__(self, app: Any, large_bytes: int = 256 * 1024) -> None:
+        self.app = app
+        self.large_bytes = large_bytes
+        self._lane: asyncio.Semaphore | None = None
+
+    def _is_large(self, scope: dict[str, Any]) -> bool:
+        if self.large_bytes <= 0 or scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return False
+        for k, v in scope.get("headers", []):
+            if k.lower() == b"content-length":
+                return v.isdigit() and int(v) > self.large_bytes
+        return False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not self._is_large(scope):
+            await self.app(scope, receive, send)
+            return
+        if self._lane is None:
+            self._lane = asyncio.Semaphore(1)  # created on the serving loop
+        async with self._lane:
+            if scope.get("path") not in EVENT_ROUTES:
+                await self.app(scope, receive, send)
+                return
+            body, rest = await _read(receive)
+            events = await validate_in_slices(body)
+            if events is None:
+                await self.app(scope, _replay(body, rest), send)
+                return
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(_EMPTY)).encode())]}
+            token = _validated.set(events)
+            try:
+                await self.app(scope, _replay(_EMPTY, rest), send)
+            finally:
+                _validated.reset(token)
+
+
+async def _read(receive: Any) -> tuple[bytes, Any]:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), receive
+
