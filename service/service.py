@@ -28,7 +28,7 @@ from seqguard.service.http import Drain, GatewayMiddleware, request_id_var
 from seqguard.service.loop import ServiceLoop
 from seqguard.service.observability import Metrics, setup_logging
 from seqguard.service.runtime import build_engine
-from seqguard.service.schemas import EXAMPLE_EVENTS, PrebuiltSequence, ScoreResponse
+from seqguard.service.schemas import EXAMPLE_EVENTS, FeedbackResponse, PrebuiltSequence, ScoreResponse
 from seqguard.service.score_log import LoopMetrics
 from seqguard.service.settings import ServiceSettings, SettingsError
 from seqguard.service.state import StateStoreRefused
@@ -129,8 +129,8 @@ class Seqguard:
         self.loop.after_score(route, request_id_var.get(), windows, results)
         return ScoreResponse.model_validate({"request_id": request_id_var.get(), "results": results})
 
-    @bentoml.api(route="/score")
-    async def score(self, events: EventList) -> ScoreResponse:
+    @bentoml.api(route="/score", output_spec=ScoreResponse)
+    async def score(self, events: EventList) -> ScoreResponse | JSONResponse:
         """Score each entity's window built from the events in this request alone (stateless)."""
         # A large body was validated in slices by the lane (seqguard/service/fairness.py).
         events = validated_events(events)
@@ -138,38 +138,39 @@ class Seqguard:
             self.engine.check_events(events)
             windows = self.engine.windows_from_events(events)
         except RequestError as e:
-            return _error(e)  # type: ignore[return-value]
-        return await self._answer("/score", windows)  # type: ignore[return-value]
+            return _error(e)
+        return await self._answer("/score", windows)
 
-    @bentoml.api(route="/events")
-    async def ingest(self, events: EventList) -> ScoreResponse:
+    @bentoml.api(route="/events", output_spec=ScoreResponse)
+    async def ingest(self, events: EventList) -> ScoreResponse | JSONResponse:
         """The real-time path: append to each entity's state (idempotent by event_id), score the updated window."""
         events = validated_events(events)
         try:
             self.engine.check_events(events)
         except RequestError as e:
-            return _error(e)  # type: ignore[return-value]
+            return _error(e)
         try:
             windows = await self.engine.windows_from_state(events)
         except StateStoreRefused as e:
             # The events were not kept: say so, so the client retries them (appends are idempotent by event_id).
             self.metrics.requests.labels(route="/events", status="503").inc()
-            return _error(RequestError(503, str(e)), e.retry_after_s)  # type: ignore[return-value]
-        return await self._answer("/events", windows)  # type: ignore[return-value]
+            return _error(RequestError(503, str(e)), e.retry_after_s)
+        return await self._answer("/events", windows)
 
-    @bentoml.api(route="/score_sequences")
-    async def score_sequences(self, sequences: list[PrebuiltSequence]) -> ScoreResponse:
+    @bentoml.api(route="/score_sequences", output_spec=ScoreResponse)
+    async def score_sequences(self, sequences: list[PrebuiltSequence]) -> ScoreResponse | JSONResponse:
         """Score windows already built by `seqguard sequences` (token ids + aggregate features)."""
         try:
             windows = self.engine.windows_from_sequences(sequences)
         except RequestError as e:
-            return _error(e)  # type: ignore[return-value]
-        return await self._answer("/score_sequences", windows)  # type: ignore[return-value]
+            return _error(e)
+        return await self._answer("/score_sequences", windows)
 
-    @bentoml.api(route="/feedback")
+    @bentoml.api(route="/feedback", output_spec=FeedbackResponse)
     async def feedback(self, outcome: FeedbackField = None, source: FeedbackField = None, ts: FeedbackField = None,
                        entity_id: FeedbackField = None, request_id: FeedbackField = None,
-                       label: FeedbackField = None, feedback_id: FeedbackField = None) -> dict[str, Any]:
+                       label: FeedbackField = None,
+                       feedback_id: FeedbackField = None) -> FeedbackResponse | JSONResponse:
         """Record an outcome (chargeback | confirmed_fraud | false_positive | reviewed_ok) for an entity, or for the
         single entity a request scored. Idempotent by feedback_id (derived from the content when absent)."""
         from seqguard.feedback import FeedbackError
@@ -181,10 +182,10 @@ class Seqguard:
             res = await self.loop.add_feedback(body)
         except FeedbackError as e:
             self.metrics.requests.labels(route="/feedback", status=str(e.status)).inc()
-            return _error(RequestError(e.status, str(e), e.details))  # type: ignore[return-value]
+            return _error(RequestError(e.status, str(e), e.details))
         self.metrics.requests.labels(route="/feedback", status="200").inc()
-        return {"feedback_id": res.feedback_id, "stored": res.stored, "duplicate": not res.stored,
-                "request_id": request_id_var.get()}
+        return FeedbackResponse(feedback_id=res.feedback_id, stored=res.stored, duplicate=not res.stored,
+                                request_id=request_id_var.get())
 
     @bentoml.on_shutdown
     async def shutdown(self) -> None:

@@ -373,6 +373,12 @@ def test_metrics_and_openapi(service: str) -> None:
         ref = responses["422"]["content"]["application/json"]["schema"]["$ref"]
         assert ref == "#/components/schemas/ErrorResponse"
     assert doc["components"]["schemas"]["ErrorResponse"]["required"] == ["error", "details", "request_id"]
+    # The 200 answers are the typed models the APIs declare (output_spec), errors included beside them.
+    schemas = doc["components"]["schemas"]
+    for route, model in (("/score", "ScoreResponse"), ("/feedback", "FeedbackResponse")):
+        ok = paths[route]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        ok = schemas[ok["$ref"].rsplit("/", 1)[-1]] if "$ref" in ok else ok
+        assert ok["title"].startswith(model) and "request_id" in ok["required"], ok
 
 
 def test_api_keys(tiny_repo: Path, tmp_path: Path) -> None:

@@ -252,14 +252,16 @@ class LocalTritonBackend(TritonBackend):
 
     name = "local_triton"
 
-    def __init__(self, repo: Path, components: list[str], check_interval: float = 1.0, **kwargs: object) -> None:
+    def __init__(self, repo: Path, components: list[str], check_interval: float = 1.0, timeout_seconds: float = 1.0,
+                 retries: int = 2, breaker: CircuitBreaker | None = None) -> None:
         from seqguard.processes.tritonserver import TritonProcess, free_port
 
         # Fixed ports, so a restarted server is found where the client already points.
         self.process = TritonProcess(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
         self.process.start()
         assert self.process.urls is not None
-        super().__init__(self.process.urls.grpc, components, **kwargs)  # type: ignore[arg-type]
+        super().__init__(self.process.urls.grpc, components, timeout_seconds=timeout_seconds, retries=retries,
+                         breaker=breaker)
         self.check_interval = check_interval
         self.restarts = 0
         self._supervisor: asyncio.Task[None] | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from seqguard.config import SequenceConfig
 from seqguard.manifest import ManifestError, verify_repository
 from seqguard.service.settings import ServiceSettings, SettingsError
 
@@ -48,11 +49,11 @@ def preflight(settings: ServiceSettings | None = None) -> str:
             f"backend {settings.backend}; state {settings.state}")
 
 
-def _check_redis(settings: ServiceSettings, cfg: object) -> None:
+def _check_redis(settings: ServiceSettings, cfg: SequenceConfig) -> None:
     from seqguard.service.state import RedisStateStore
 
     assert settings.redis_url is not None
-    store = RedisStateStore(settings.redis_url, cfg, timeout_seconds=2.0)  # type: ignore[arg-type]
+    store = RedisStateStore(settings.redis_url, cfg, timeout_seconds=2.0)
     try:
         problems, notes = store.persistence_problems()
     finally:

@@ -56,3 +56,12 @@ class EntityResult(BaseModel):
 class ScoreResponse(BaseModel):
     request_id: str
     results: list[EntityResult]
+
+
+class FeedbackResponse(BaseModel):
+    """What `POST /feedback` answers when the outcome was recorded (or already was: `duplicate`)."""
+
+    feedback_id: str = Field(description="the idempotency key, given or derived from the content")
+    stored: bool = Field(description="true when this call stored it")
+    duplicate: bool = Field(description="true when the same feedback_id with the same content was already stored")
+    request_id: str
