@@ -113,7 +113,7 @@ def run(source: ModelSource, variants: dict[str, Variant], windows: WindowSet, t
         ladder["ort_fp32_fused_bucketed"] = ("ORT fused fp32 + length bucketing",
                                              on_buckets(runners["ort_fp32_fused"]))
     if "ort_int8_dynamic" in runners:
-        # What `seqguard export --graph-opt auto` serves when the fused graph is not clearly faster at batch 32.
+        # What `seqguard export --graph-opt auto` serves: the plain graph (a fixed rule, docs/reproducible_export.md).
         ladder["int8_plain_bucketed"] = ("ORT int8 (plain graph) + length bucketing",
                                          on_buckets(runners["ort_int8_dynamic"]))
     if "ort_int8_dynamic_fused" in runners:
