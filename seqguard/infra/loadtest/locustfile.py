@@ -85,7 +85,8 @@ def _write_stats(environment: Any, **_kw: Any) -> None:
     if "replay" in STATE:
         r = STATE["replay"]
         COLLECTOR.extra["replay"] = {"events_in_file_window": len(r), "events_sent": r.sent,
-                                     "max_lag_s": round(r.max_lag_s, 3), "speed": r.speed}
+                                     "max_lag_s": round(r.max_lag_s, 3), "speed": r.speed,
+                                     "stopped_at_end_of_file": bool(STATE.get("replay_quit"))}
     # On a box shared with the service, what the generator itself cost during the run is part of the result.
     meta["loadgen_cpu_s"] = round(_cpu_seconds() - STATE.get("cpu_at_start", 0.0), 2)
     summary = COLLECTOR.summary(environment, meta)
@@ -228,6 +229,7 @@ class ReplayUser(_ScoringClient):
         self.before_idle(self.wait_time())
         if schedule.finished:
             log.warning("replay: every event of the file was sent; stopping")
+            STATE["replay_quit"] = True
             self.environment.runner.quit()
 
 
