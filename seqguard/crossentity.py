@@ -63,28 +63,33 @@ Members = Sequence[tuple[float, str]]  # (first-seen ts, member), sorted ascendi
 # What an entity's events add to the index
 
 
-def updates(entity: str, cols: EventColumns) -> Iterator[tuple[str, str, str, float]]:
-    """(kind, key, member, ts) index updates of one entity's events, reduced to the minimum ts per entry."""
+def _first_seen(entity: str, rows: Iterable[tuple[float, Any, Any, bool]]) -> Iterator[tuple[str, str, str, float]]:
+    """(kind, key, member, ts) index updates from (ts, device, ip, is_payment) rows of one entity, reduced to the
+    minimum ts per entry: the one reduction behind the column and the Event forms below."""
     best: dict[tuple[str, str, str], float] = {}
 
     def put(k: tuple[str, str, str], t: float) -> None:
         if t < best.get(k, np.inf):
             best[k] = t
 
-    for t, d, ip in zip(cols.ts.tolist(), cols.device, cols.ip, strict=True):
+    for t, d, ip, pay in rows:
         if d is not None:
             put(("dev", d, entity), t)
             put(("edev", entity, d), t)
         if ip is not None:
             put(("ip", ip, entity), t)
             put(("eip", entity, ip), t)
-    if len(cols):
-        put(("t", entity, SEEN), float(cols.ts.min()))
-        pay = np.isin(cols.kind, PAYMENT_KINDS)
-        if pay.any():
-            put(("t", entity, PAY), float(cols.ts[pay].min()))
+        put(("t", entity, SEEN), t)
+        if pay:
+            put(("t", entity, PAY), t)
     for (kind, key, member), t in best.items():
         yield kind, key, member, t
+
+
+def updates(entity: str, cols: EventColumns) -> Iterator[tuple[str, str, str, float]]:
+    """(kind, key, member, ts) index updates of one entity's events, reduced to the minimum ts per entry."""
+    pay = np.isin(cols.kind, PAYMENT_KINDS).tolist()
+    return _first_seen(entity, zip(cols.ts.tolist(), cols.device, cols.ip, pay, strict=True))
 
 
 PAYMENT_EVENT_TYPES = ("purchase", "payment_attempt")  # payment_attempt covers the failed ones (payment_failed)
@@ -93,28 +98,16 @@ _PAYMENT_TYPES = frozenset(PAYMENT_EVENT_TYPES)
 
 def event_updates(entity: str, events: Iterable[Any]) -> Iterator[tuple[str, str, str, float]]:
     """The same updates from Event objects or stored records (ts as datetime or epoch seconds), for the service."""
-    best: dict[tuple[str, str, str], float] = {}
 
-    def put(k: tuple[str, str, str], t: float) -> None:
-        if t < best.get(k, np.inf):
-            best[k] = t
+    def rows() -> Iterator[tuple[float, Any, Any, bool]]:
+        for ev in events:
+            get = ev.get if isinstance(ev, Mapping) else lambda k, ev=ev: getattr(ev, k, None)
+            ts = get("ts")
+            et = get("event_type")
+            yield (float(ts.timestamp() if hasattr(ts, "timestamp") else ts), get("device_id"), get("ip"),
+                   str(getattr(et, "value", et)) in _PAYMENT_TYPES)
 
-    for ev in events:
-        get = ev.get if isinstance(ev, Mapping) else lambda k, ev=ev: getattr(ev, k, None)
-        ts = get("ts")
-        t = float(ts.timestamp() if hasattr(ts, "timestamp") else ts)
-        d, ip, et = get("device_id"), get("ip"), get("event_type")
-        if d is not None:
-            put(("dev", d, entity), t)
-            put(("edev", entity, d), t)
-        if ip is not None:
-            put(("ip", ip, entity), t)
-            put(("eip", entity, ip), t)
-        put(("t", entity, SEEN), t)
-        if str(getattr(et, "value", et)) in _PAYMENT_TYPES:
-            put(("t", entity, PAY), t)
-    for (kind, key, member), t in best.items():
-        yield kind, key, member, t
+    return _first_seen(entity, rows())
 
 
 def frame_updates(entity: np.ndarray, cols: EventColumns) -> Iterator[tuple[str, str, str, float]]:
