@@ -214,7 +214,8 @@ def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, st
              f"`make evaluate`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds / 60:.1f} min. "
              f"Each set: one checkpoint trained with {config_name}; `label_free` is what `train --no-labels` "
              "serves (the percentiles of the detector, the isolation forest and the surprise model, which never "
-             "read labels, pooled as 1 - the geometric mean of their tail shares); "
+             "read labels, pooled as the mean of their -log tail shares -log(1 - p), floored at 1/1000 and "
+             "divided by log 1000); "
              "figures on the held-out test windows of the training split; entity score = the aggregation of its test "
              "windows' scores that training chose on validation (seqguard.train.entity_metrics). Intervals: bootstrap "
              f"95 % ({BOOT} resamples).", ""]
