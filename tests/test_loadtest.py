@@ -225,6 +225,9 @@ def test_capacity_plan_math() -> None:
     for bad in (1.0, -0.1):
         with pytest.raises(CapacityError, match="headroom"):
             plan(result, 10, bad)
+    # A hand-edited plan file is held to the same max >= min rule as the deploy config.
+    with pytest.raises(ValueError, match="must be ≥ min_capacity"):
+        p.model_validate({**p.model_dump(), "min_capacity": 9, "max_capacity": 8})
 
 
 def test_capacity_cli_writes_the_plan_deploy_reads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -13,13 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqguard.configfile import validate
 from seqguard.infra.deploy.config import (
     AutoscalingConfig,
     DeployConfig,
     RealtimeVariant,
+    max_not_below_min,
     validate_config,
 )
 from seqguard.infra.deploy.errors import ConfigError
@@ -41,13 +42,7 @@ class CapacityPlan(BaseModel):
     generated_at: datetime | None = None
     source: str | None = Field(None, description="what produced the plan, e.g. a load-test report path")
 
-    @field_validator("max_capacity")
-    @classmethod
-    def _max_ge_min(cls, v: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_capacity")
-        if low is not None and v < low:
-            raise ValueError(f"must be ≥ min_capacity ({low}) (got {v})")
-        return v
+    _max_ge_min = field_validator("max_capacity")(max_not_below_min)
 
     @classmethod
     def from_measurement(

@@ -41,6 +41,15 @@ def _must_match(pattern: re.Pattern[str], value: str, shape: str) -> str:
     return value
 
 
+def max_not_below_min(v: int, info: ValidationInfo) -> int:
+    """The `max_capacity` field validator of every model that also has `min_capacity` (the autoscaling config and the
+    capacity plan): one rule, one message."""
+    low = info.data.get("min_capacity")
+    if low is not None and v < low:
+        raise ValueError(f"must be ≥ min_capacity ({low}) (got {v})")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -157,13 +166,7 @@ class AutoscalingConfig(_Strict):
     scale_out_cooldown_seconds: int = Field(60, ge=0, le=86400)
     disable_scale_in: bool = False
 
-    @field_validator("max_capacity")
-    @classmethod
-    def _max_ge_min(cls, v: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_capacity")
-        if low is not None and v < low:
-            raise ValueError(f"must be ≥ min_capacity ({low}) (got {v})")
-        return v
+    _max_ge_min = field_validator("max_capacity")(max_not_below_min)
 
 
 class AlarmsConfig(_Strict):
