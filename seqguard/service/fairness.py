@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from seqguard.events import Event
-from seqguard.service.http import _replay
+from seqguard.service.http import read_body, replay_body
 
 SLICE = 200  # events validated between two yields to the event loop (~2 ms)
 EVENT_ROUTES = ("/score", "/events")  # the routes whose body is {"events": [Event, ...]}
@@ -85,28 +85,15 @@ class LargeRequestLane:
             if scope.get("path") not in EVENT_ROUTES:
                 await self.app(scope, receive, send)
                 return
-            body, rest = await _read(receive)
+            body = await read_body(receive) or b""
             events = await validate_in_slices(body)
             if events is None:
-                await self.app(scope, _replay(body, rest), send)
+                await self.app(scope, replay_body(body, receive), send)
                 return
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
             scope = {**scope, "headers": [*headers, (b"content-length", str(len(_EMPTY)).encode())]}
             token = _validated.set(events)
             try:
-                await self.app(scope, _replay(_EMPTY, rest), send)
+                await self.app(scope, replay_body(_EMPTY, receive), send)
             finally:
                 _validated.reset(token)
-
-
-async def _read(receive: Any) -> tuple[bytes, Any]:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks), receive
-

@@ -136,11 +136,11 @@ class GatewayMiddleware:
                 if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                     await reject(413, f"request body over {self.max_body_bytes} bytes", too_big)
                     return
-                body = await self._read_body(receive)
+                body = await read_body(receive, self.max_body_bytes)
                 if body is None:
                     await reject(413, f"request body over {self.max_body_bytes} bytes", too_big)
                     return
-                receive = _replay(body, receive)
+                receive = replay_body(body, receive)
             await self.app(scope, receive, _ResponseRewriter(send, method, route, request_id, self.spec_limits))
         finally:
             request_id_var.reset(token)
@@ -155,22 +155,6 @@ class GatewayMiddleware:
         for k in self.api_keys:
             ok |= hmac.compare_digest(key.encode(), k)
         return None if ok else (403, "invalid API key")
-
-    async def _read_body(self, receive: Any) -> bytes | None:
-        """The whole body, or None once it passes the limit (chunked bodies carry no Content-Length)."""
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
 
 class _ResponseRewriter:
@@ -230,7 +214,26 @@ def _log_rejection(method: str, route: str, status: int, body: dict[str, Any], r
     )
 
 
-def _replay(body: bytes, receive: Any) -> Any:
+async def read_body(receive: Any, limit: int | None = None) -> bytes | None:
+    """The whole request body from an ASGI `receive`, or None once it passes `limit` (chunked bodies carry no
+    Content-Length, so the limit is counted here). The guard and the large-request lane both read with it."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Any) -> Any:
+    """A `receive` that hands the app `body` (already read) first, then the client's later messages."""
     sent = False
 
     async def replay() -> dict[str, Any]:
