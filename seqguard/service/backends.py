@@ -23,6 +23,7 @@ import numpy as np
 
 from seqguard.contracts import ENSEMBLE_MODEL, MODEL_OUTPUT, ensemble_output, infer_inputs
 from seqguard.features import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from seqguard.service.batcher import bucket_length
 
 log = logging.getLogger("seqguard.backend")
 
@@ -63,7 +64,7 @@ def lone_row_exact(session: Any, vocab_size: int, max_len: int, per_length: int 
     a second row (about twice the call)."""
     rng = np.random.default_rng(seed)
     names = {i.name for i in session.get_inputs()}
-    for length in sorted({*range(16, max_len + 1, 16), max_len}):  # every length bucket_length gives
+    for length in sorted({bucket_length(n, max_len) for n in range(3, max_len + 1)}):  # every padded length served
         for _ in range(per_length):
             rows = []
             for n in rng.integers(1, length - 1, size=2):  # tokens between [CLS] and [SEP]
