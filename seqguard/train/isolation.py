@@ -18,7 +18,7 @@ import numpy as np
 from seqguard.features import FEATURE_NAMES
 from seqguard.scoring.tabular import TreeModel
 
-N_TREES = 200  # as the suite's isolation-forest baseline (seqguard.train.scores.fit_baselines)
+N_TREES = 200  # the suite's isolation-forest baseline (seqguard.train.scores.fit_baselines) uses the same count
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:

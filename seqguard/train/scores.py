@@ -13,6 +13,7 @@ import numpy as np
 from seqguard.scoring.ensemble import logit_margin
 from seqguard.scoring.rules import OUTCOME_RANK, RuleSet
 from seqguard.scoring.scorer import DECISIONS, Decision, Scorer
+from seqguard.train.isolation import N_TREES
 
 ENSEMBLE = "ensemble"
 DEGRADED = "ensemble_degraded"
@@ -66,7 +67,7 @@ def fit_baselines(train_x: np.ndarray, train_y: np.ndarray | None, seed: int) ->
     from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 
     out: dict[str, Any] = {
-        ISOLATION_FOREST: IsolationForest(n_estimators=200, random_state=seed, n_jobs=1).fit(train_x)
+        ISOLATION_FOREST: IsolationForest(n_estimators=N_TREES, random_state=seed, n_jobs=1).fit(train_x)
     }
     if train_y is not None and 0 < int(train_y.sum()) < len(train_y):
         # The same small-data leaf size as the ensemble's trees (seqguard.scoring.tabular), so neither is a constant.
