@@ -173,10 +173,10 @@ def run(repo: Path, work: Path, seconds: float = 6.0, probe_seconds: float = 12.
         probe = _load(client, url, "events", 1, probe_seconds - 1.0, warmup=2.0)
         res["fairness_probe"] = _result(probe)
         res["fairness_large"] = _result(big)
-        p = res["fairness_probe"]
-        log(f"   probe: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms over {p['requests']} requests; large requests: "
-            f"{res['fairness_large']['requests']} done, p50 {res['fairness_large']['p50_ms']} ms, "
-            f"errors {res['fairness_large']['errors'] or 0}")
+        p, big_res = res["fairness_probe"], res["fairness_large"]
+        log(f"   probe: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms over {p['requests']} requests (degraded "
+            f"{p.get('degraded_responses')}); large requests: {big_res['requests']} done, p50 {big_res['p50_ms']} ms, "
+            f"errors {big_res['errors'] or 0}, degraded {big_res.get('degraded_responses')}")
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
         with _server("service.service:Seqguard", env, work, server) as (url, pid):
@@ -222,7 +222,8 @@ def table(res: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"Fairness probe: one-event `/events` p50 {ms(probe['p50_ms'])} ms, p99 {ms(probe['p99_ms'])} ms "
                  f"({probe['requests']} requests) while 4 x (1,000 entities x 5 events) `/score` ran in a loop "
-                 f"({large['requests']} answered, p50 {ms(large['p50_ms'])} ms, errors {large['errors'] or 'none'}).")
+                 f"({large['requests']} answered, p50 {ms(large['p50_ms'])} ms, errors {large['errors'] or 'none'}, "
+                 f"degraded answers {large.get('degraded_responses', 'not counted')}).")
     lines.append("")
     lines.append("| ratio | value | target | |")
     lines.append("|---|---|---|---|")

@@ -69,6 +69,7 @@ def run(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup_s: fl
     t_end = t_measure + seconds
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors: dict[str, int] = {}
+    degraded = [0] * concurrency  # answered 200 with at least one degraded result (overloaded, backend away, ...)
     lock = threading.Lock()
 
     def worker(k: int) -> None:
@@ -82,7 +83,7 @@ def run(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup_s: fl
                 try:
                     conn.request("POST", bodies.path, body=body, headers={"Content-Type": "application/json"})
                     r = conn.getresponse()
-                    r.read()
+                    data = r.read()
                     status = r.status
                 except (OSError, http.client.HTTPException) as e:
                     status = type(e).__name__
@@ -92,6 +93,7 @@ def run(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup_s: fl
                 if t0 >= t_measure:
                     if status == 200:
                         latencies[k].append(t1 - t0)
+                        degraded[k] += b'"degraded":true' in data  # a byte search: parsing would load the client
                     else:
                         with lock:
                             errors[str(status)] = errors.get(str(status), 0) + 1
@@ -106,7 +108,7 @@ def run(url: str, bodies: Bodies, concurrency: int, seconds: float, warmup_s: fl
     lat = np.array([x for per in latencies for x in per]) * 1000.0
     n = len(lat)
     return {"kind": bodies.kind, "path": bodies.path, "concurrency": concurrency, "seconds": seconds,
-            "requests": n, "errors": errors, "rps": n / seconds,
+            "requests": n, "errors": errors, "degraded_responses": sum(degraded), "rps": n / seconds,
             **{f"p{q}_ms": (float(np.percentile(lat, q)) if n else None) for q in (50, 90, 99)},
             "mean_ms": float(lat.mean()) if n else None}
 

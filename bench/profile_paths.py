@@ -38,7 +38,8 @@ async def _drive(engine: Any, kind: str, n: int) -> float:
     for _ in range(n):
         events = adapter.validate_python(json.loads(bodies.next())["events"])
         engine.check_events(events)
-        windows = await engine.windows_from_state(events) if kind == "events" else engine.windows_from_events(events)
+        windows = (await engine.windows_from_state(events) if kind == "events"
+                   else await engine.windows_from_events(events))
         results = await engine.score(windows)
         ScoreResponse.model_validate({"request_id": "r", "results": results}).model_dump_json()
     return (time.perf_counter() - t0) / n

@@ -52,10 +52,21 @@ def _http_samples(url: str, body: bytes, budget_s: float, min_calls: int) -> Sam
     return samples
 
 
+def run_now(coro: Any) -> Any:
+    """The result of a coroutine that finishes without suspending (one entity's windows never wait), with no event
+    loop to create: the steps timed here are the synchronous work alone."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("the coroutine suspended; run it on an event loop")
+
+
 async def _engine_loop(engine: Any, parsed: list[Any], budget_s: float, min_calls: int) -> tuple[Samples, Samples]:
     """(lone batcher.submit times, whole-request times) for one engine; closes it. One event loop for both: the
     micro-batcher binds its queue to the loop it starts in."""
-    window = engine.windows_from_events(parsed)[0].encoded
+    window = (await engine.windows_from_events(parsed))[0].encoded
     lone, whole = Samples(), Samples()
     for _ in range(5):
         await engine.batcher.submit([window])
@@ -66,7 +77,7 @@ async def _engine_loop(engine: Any, parsed: list[Any], budget_s: float, min_call
 
     async def once() -> None:
         engine.check_events(parsed)
-        await engine.score(engine.windows_from_events(parsed))
+        await engine.score(await engine.windows_from_events(parsed))
 
     for _ in range(20):
         await once()
@@ -99,7 +110,7 @@ def _in_process(repo: Path, events: list[dict[str, Any]], budget_s: float, min_c
     settings = ServiceSettings(repo=repo, intra_op_threads=THREADS)
     engine = build_engine(settings)
     parsed = [Event.model_validate(e) for e in events]
-    windows = engine.windows_from_events(parsed)
+    windows = run_now(engine.windows_from_events(parsed))
     assert len(windows) == 1, "one entity -> one window"
     feed = pad_batch([windows[0].encoded])
     raw = Samples()
@@ -122,13 +133,13 @@ def _breakdown(engine: Any, events: list[dict[str, Any]], parsed: list[Any], fee
     """Median of each synchronous step the service takes for one request, timed alone: where its overhead goes."""
     from seqguard.events import Event
 
-    window = engine.windows_from_events(parsed)[0]
+    window = run_now(engine.windows_from_events(parsed))[0]
     logits = engine.backend.infer_sync(feed)
     features = window.encoded.features[None, :]
     steps: dict[str, Any] = {
         "validate_events (pydantic)": lambda: [Event.model_validate(e) for e in events],
         "check_events": lambda: engine.check_events(parsed),
-        "windows_from_events (windowing + encode_window)": lambda: engine.windows_from_events(parsed),
+        "windows_from_events (windowing + encode_window)": lambda: run_now(engine.windows_from_events(parsed)),
         "backend infer (raw)": lambda: engine.backend.infer_sync(feed),
         "scorer.score (ensemble, rules, detector)": lambda: engine.scorer.score(logits, features),
     }

@@ -136,7 +136,7 @@ class Seqguard:
         events = validated_events(events)
         try:
             self.engine.check_events(events)
-            windows = self.engine.windows_from_events(events)
+            windows = await self.engine.windows_from_events(events)
         except RequestError as e:
             return _error(e)
         return await self._answer("/score", windows)

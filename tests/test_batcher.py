@@ -227,3 +227,77 @@ def test_a_backend_that_never_suspends_still_lets_others_in():
     asyncio.run(main())
     small_call = next(i for i, c in enumerate(calls) if 1 in c)
     assert small_call <= 2 and len(calls) >= 10
+
+
+def test_calls_are_bounded_in_padded_tokens():
+    shapes = []
+
+    async def infer(batch):
+        shapes.append(batch["input_ids"].shape)
+        return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=32, max_call_tokens=256)
+        for n in (10, 60, 120):  # buckets 16, 64, 128
+            await b.submit([enc(n)] * 40)
+        await b.close()
+
+    asyncio.run(main())
+    assert {s[1]: max(r for r, length in shapes if length == s[1]) for s in shapes} == {16: 16, 64: 4, 128: 2}
+    assert MicroBatcher(None, max_batch=32).rows_per_call(128) == 32  # 0 = rows only, whatever their length
+
+
+def test_a_large_requests_windows_give_way_to_small_ones():
+    """A large request's job (a background one: the large-request lane marks it) is not mixed into the calls of
+    small requests waiting meanwhile, and still completes."""
+    from seqguard.service import fairness
+
+    calls = []
+
+    async def infer(batch):
+        calls.append(batch["attention_mask"].sum(1).tolist())
+        await asyncio.sleep(0.001)
+        return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
+
+    async def background(b):
+        fairness._background.set(True)  # what LargeRequestLane sets for a large body (this task's context only)
+        return await b.submit([enc(5)] * 64)
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=8)
+        big = asyncio.ensure_future(background(b))
+        await asyncio.sleep(0)  # the large request's first call is in flight
+        smalls = await asyncio.gather(*(b.submit([enc(1)]) for _ in range(3)))
+        out = await big
+        await b.close()
+        return smalls, out
+
+    smalls, out = asyncio.run(main())
+    assert out["m"].shape == (64, 2) and all(s["m"].shape == (1, 2) for s in smalls)
+    small_calls = [c for c in calls if 1 in c]
+    assert small_calls == [[1, 1, 1]]  # the three small windows together, without large rows beside them
+    assert calls.index([1, 1, 1]) == 1  # right after the call that was in flight
+
+
+def test_requests_are_served_in_arrival_order_when_calls_are_full():
+    """With more waiting requests than a call holds, none is overtaken by later arrivals (it would starve under
+    steady load)."""
+    calls = []
+
+    async def infer(batch):
+        calls.append(batch["attention_mask"].sum(1).tolist())
+        await asyncio.sleep(0.005)
+        return {"m": np.zeros((len(batch["input_ids"]), 2), np.float32)}
+
+    async def main():
+        b = MicroBatcher(infer, max_batch=2, min_rows=1)
+        first = asyncio.ensure_future(b.submit([enc(1), enc(1)]))
+        await asyncio.sleep(0)  # in flight
+        wave = [asyncio.ensure_future(b.submit([enc(n)])) for n in (2, 3, 4, 5, 6)]
+        await asyncio.sleep(0.007)  # the first call is done, the second in flight: two more arrive
+        late = [asyncio.ensure_future(b.submit([enc(n)])) for n in (7, 8)]
+        await asyncio.gather(first, *wave, *late)
+        await b.close()
+
+    asyncio.run(main())
+    assert [n for c in calls[1:] for n in c] == [2, 3, 4, 5, 6, 7, 8]

@@ -94,3 +94,40 @@ def test_anything_but_a_valid_events_body_reaches_bentoml_untouched():
 
         asyncio.run(LargeRequestLane(_body_app(seen), large_bytes=1000)(scope(len(body)), receive, None))
         assert seen == [(body, ["from bentoml"])]
+
+
+def test_a_large_requests_steps_wait_while_small_requests_are_inside():
+    from seqguard.service.fairness import in_background, take_turn
+
+    log: list[str] = []
+
+    async def app(scope, receive, send):
+        if scope["name"] == "big":
+            assert in_background()
+            for i in range(20):
+                await take_turn()
+                log.append(f"step{i}")
+                await asyncio.sleep(0.003)
+        else:
+            assert not in_background()
+            log.append("small+")
+            await asyncio.sleep(0.03)
+            log.append("small-")
+
+    lane = LargeRequestLane(app, large_bytes=1000)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def call(name: str, length: int, delay: float = 0.0):
+        await asyncio.sleep(delay)
+        await lane({**scope(length), "path": "/other", "name": name}, receive, None)
+
+    async def main():
+        await asyncio.gather(call("big", 5000), call("small", 200, 0.01))
+
+    asyncio.run(main())
+    inside = log[log.index("small+") + 1 : log.index("small-")]
+    # At most the step already past its turn when the small request came in; round-robin would have run ~10.
+    assert len(inside) <= 1, log
+    assert log.count("small+") == 1 and sum(s.startswith("step") for s in log) == 20

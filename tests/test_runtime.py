@@ -75,12 +75,12 @@ def test_overload_is_429_with_retry_after_or_degraded_overloaded(tiny_repo) -> N
         engine = build_engine(ServiceSettings(repo=tiny_repo, max_queue=3, request_timeout_ms=100,
                                               failure_policy=policy))
         engine.backend = SlowBackend(engine.scorer.components)
-        first = asyncio.ensure_future(engine.score(engine.windows_from_events(events("a"))))  # in flight
+        first = asyncio.ensure_future(engine.score(await engine.windows_from_events(events("a"))))  # in flight
         await asyncio.sleep(0.01)
-        second = asyncio.ensure_future(engine.score(engine.windows_from_events(events("b") + events("c"))))
+        second = asyncio.ensure_future(engine.score(await engine.windows_from_events(events("b") + events("c"))))
         await asyncio.sleep(0.01)  # two windows waiting: the queue (3) has room for one more, not two
         try:
-            await engine.score(engine.windows_from_events(events("d") + events("e")))
+            await engine.score(await engine.windows_from_events(events("d") + events("e")))
             full = None
         except RequestError as e:
             full = e

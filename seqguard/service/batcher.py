@@ -10,8 +10,11 @@ at start-up: backends.lone_row_exact). With row-independent models (padding-inva
 seqguard/export/quantize.py) the score of a window is then bit-identical alone or in any company.
 
 Fairness. Requests are queued as jobs; each backend call takes windows round-robin from every waiting job (one
-window per job per pass, up to `max_batch`), so a one-window request is in the next call even while large requests
-are being worked through, and a large request is split into batcher-sized calls interleaved with the others.
+window per job per pass, up to `max_batch` rows and `max_call_tokens` padded tokens), so a one-window request is in
+the next call even while large requests are being worked through, and a large request is split into calls of a few
+milliseconds interleaved with the others. A large request's job (a background one, seqguard/service/fairness.py)
+gives way: while small requests' windows wait, calls take only theirs, unless the background has not been served
+for MAX_YIELD_S.
 
 Latency. When the backend is idle, waiting windows go at once (no linger); windows that arrive while a call is in
 flight form the next call. One call is in flight at a time per process: on two cores a second concurrent ONNX
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seqguard.features import Encoded, pad_batch
+from seqguard.service.fairness import MAX_YIELD_S, in_background
 
 MIN_ROWS = 2
 
@@ -57,6 +61,8 @@ class _Job:
     left: int = 0
     parts: dict[str, np.ndarray] | None = None
     enqueued: float = field(default_factory=time.perf_counter)
+    served: bool = False  # whether a call has taken any of its windows yet
+    background: bool = False  # a large request's (seqguard/service/fairness.py): served after waiting small ones
 
     def index(self, max_len: int | None) -> None:
         for i, e in enumerate(self.items):
@@ -71,6 +77,7 @@ class _Job:
         if not q:
             return None
         i = q.popleft()
+        self.served = True
         if not q:
             del self.todo[bucket]
         return i
@@ -89,12 +96,16 @@ class MicroBatcher:
         on_batch: Callable[[int, float], None] | None = None,
         max_len: int | None = None,
         min_rows: int = MIN_ROWS,
+        max_call_tokens: int = 0,
     ) -> None:
         self.infer = infer
         self.max_len = max_len
         # 1 for a backend that copies lone windows itself, only where its kernels need it (the embedded one).
         self.min_rows = min_rows
         self.max_batch = max(MIN_ROWS, max_batch)
+        # When set (> 0): a call holds at most this many padded tokens (but at least MIN_ROWS rows), so no call keeps
+        # the backend longer than a few milliseconds whatever the bucket.
+        self.max_call_tokens = max_call_tokens
         # Only when set (> 0): how long a call that is not full may wait for more windows. 0 sends at once.
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
@@ -103,6 +114,7 @@ class MicroBatcher:
         self._wake: asyncio.Event | None = None
         self._pending = 0
         self._worker: asyncio.Task[None] | None = None
+        self._background_served = time.perf_counter()  # when a call last took a background job's windows
 
     def _start(self) -> asyncio.Event:
         if self._wake is None:
@@ -122,11 +134,15 @@ class MicroBatcher:
         wake = self._start()
         if self._pending + len(items) > self.max_queue:
             raise QueueFull(f"{self._pending} windows already waiting (limit {self.max_queue})")
-        job = _Job(items, asyncio.get_running_loop().create_future())
+        job = _Job(items, asyncio.get_running_loop().create_future(), background=in_background())
         job.index(self.max_len)
         self._pending += len(items)
-        # At the round-robin cursor: a new request is served in the next call, before those that already had a turn.
-        self._jobs.appendleft(job)
+        # At the round-robin cursor, behind the jobs that have not had a turn yet either: a new request is served
+        # before those that already had one, and one that arrived earlier is never overtaken by later arrivals.
+        ahead = 0
+        while ahead < len(self._jobs) and not self._jobs[ahead].served:
+            ahead += 1
+        self._jobs.insert(ahead, job)
         wake.set()
         try:
             return await job.future
@@ -141,24 +157,46 @@ class MicroBatcher:
             self._pending -= sum(len(q) for q in job.todo.values())
             job.todo.clear()
 
+    def rows_per_call(self, bucket: int) -> int:
+        """How many windows of padded length `bucket` one call may hold."""
+        if self.max_call_tokens <= 0:
+            return self.max_batch
+        return max(MIN_ROWS, min(self.max_batch, self.max_call_tokens // bucket))
+
+    def _eligible(self) -> list[bool]:
+        """Per queued job, whether the next call may take its windows: the small requests' jobs when any wait,
+        unless background jobs have not been served for MAX_YIELD_S (so a large request always progresses)."""
+        now = time.perf_counter()
+        if not any(j.background for j in self._jobs) or now - self._background_served > MAX_YIELD_S:
+            return [True] * len(self._jobs)
+        fore = [not j.background for j in self._jobs]
+        return fore if any(fore) else [True] * len(self._jobs)
+
     def _next_call(self) -> list[tuple[_Job, int]]:
-        """Up to max_batch windows of one bucket (the bucket of the job at the cursor), round-robin over the jobs."""
-        head = self._jobs[0]
+        """Up to max_batch windows of one bucket (the bucket of the first eligible job at the cursor), round-robin
+        over the eligible jobs."""
+        eligible = self._eligible()
+        head = self._jobs[eligible.index(True)]
         bucket = head.oldest_bucket()
+        limit = self.rows_per_call(bucket)
         rows: list[tuple[_Job, int]] = []
         last = 0
-        while len(rows) < self.max_batch:
+        while len(rows) < limit:
             took = False
             for k, job in enumerate(self._jobs):
+                if not eligible[k]:
+                    continue
                 i = job.take(bucket)
                 if i is not None:
                     rows.append((job, i))
                     took, last = True, k
-                    if len(rows) == self.max_batch:
+                    if len(rows) == limit:
                         break
             if not took:
                 break
         self._pending -= len(rows)
+        if any(j.background for j, _ in rows):
+            self._background_served = time.perf_counter()
         # The next call starts with the job after the last one served: a job's turn comes round whatever the others'
         # sizes, so a one-window request waits at most for the call in flight and one more.
         self._jobs.rotate(-(last + 1))

@@ -22,6 +22,7 @@ from seqguard.features import CLS_ID, FEATURE_NAMES, SEP_ID, Encoded, TokenSpace
 from seqguard.sequences import EntityState, append_events, state_columns
 from seqguard.service.backends import Backend, BackendRejected, BackendUnavailable
 from seqguard.service.batcher import MIN_ROWS, MicroBatcher, QueueFull
+from seqguard.service.fairness import take_turn
 from seqguard.service.settings import ServiceSettings
 from seqguard.service.state import MemoryStateStore, StateStore, StateStoreError, StateStoreJournaled
 
@@ -84,7 +85,7 @@ class Window:
         return self._n_events
 
 
-CHUNK = 16  # windows encoded / scored between two yields to the event loop (~5 ms of work), for larger requests
+CHUNK = 8  # windows indexed / encoded / scored between two turns of the event loop (~2-3 ms), for larger requests
 
 
 class ScoringEngine:
@@ -114,6 +115,7 @@ class ScoringEngine:
             on_batch=self._on_batch,
             max_len=seq_cfg.max_len,
             min_rows=getattr(backend, "min_rows", MIN_ROWS),
+            max_call_tokens=settings.max_call_tokens,
         )
         self._call_seconds = 0.01  # running mean of one backend call, for Retry-After
 
@@ -158,11 +160,14 @@ class ScoringEngine:
     # ---------------------------------------------------------------------------------------------------------------
     # The three ways to build windows
 
-    def windows_from_events(self, events: Sequence[Event]) -> list[Window]:
+    async def windows_from_events(self, events: Sequence[Event]) -> list[Window]:
         by_entity = self._by_entity(events)
         # Cross-entity features over what the request carries: the batch semantics, with the request as the frame.
+        # Indexing a thousand entities' events takes ~20 ms: a large request does it a chunk at a time.
         index = CrossIndex()
-        for entity, evs in by_entity.items():
+        for k, (entity, evs) in enumerate(by_entity.items()):
+            if k and k % (CHUNK * 8) == 0:
+                await take_turn()
             index.add_all(event_updates(entity, evs))
         return [Window(entity, events=evs, cfg=self.cfg, index=index) for entity, evs in by_entity.items()]
 
@@ -194,7 +199,7 @@ class ScoringEngine:
                 # "events_journaled": the events are kept locally and will reach the store (seqguard/service/state.py).
                 reasons = ["state_store_unavailable", *(["events_journaled"] if isinstance(err, StateStoreJournaled)
                                                         else [])]
-                for w in self.windows_from_events(evs):
+                for w in await self.windows_from_events(evs):
                     w.degraded_reasons.extend(reasons)
                     windows.append(w)
                 continue
@@ -258,7 +263,7 @@ class ScoringEngine:
             for w in windows[i : i + CHUNK]:
                 _ = w.encoded
             if len(windows) > CHUNK:
-                await asyncio.sleep(0)
+                await take_turn()
 
     async def score(self, windows: list[Window]) -> list[dict[str, Any]]:
         reasons: list[str] = []
@@ -292,7 +297,7 @@ class ScoringEngine:
         results = []
         for i in range(0, len(windows), CHUNK):
             if i:
-                await asyncio.sleep(0)  # as in _encode: reasons and dicts of a large request, a chunk at a time
+                await take_turn()  # as in _encode: reasons and dicts of a large request, a chunk at a time
             chunk = windows[i : i + CHUNK]
             part = None if logits is None else {k: v[i : i + CHUNK] for k, v in logits.items()}
             decisions = self.scorer.score(part, np.stack([w.encoded.features for w in chunk]),

@@ -58,6 +58,11 @@ class ServiceSettings(EnvSettings):
         description="bodies larger than this take turns, one at a time (seqguard/service/fairness.py); 0 = off",
     )
     max_batch: int = Field(32, ge=1, le=1024)
+    max_call_tokens: int = Field(
+        512, ge=0, le=1 << 20, description="padded tokens one backend call may hold (rows x bucket length, at least 2 "
+        "rows); 0 = max_batch rows whatever their length. CPU inference costs the same per row in large calls as in "
+        "medium ones, so the bound costs no throughput and keeps any call to a few milliseconds"
+    )
     max_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="linger for more windows before a call that is not full; 0 = send at once "
         "(windows arriving during a call still share the next one)"
