@@ -105,3 +105,17 @@ def test_bert_flops_formula() -> None:
     per_layer = 4 * 3 * 16 * 2 + 2 * 9 * 4 * 2 + 2 * 3 * 4 * 8 * 2
     assert f["per_layer"] == per_layer
     assert f["total"] == 2 * per_layer + 16 * 2 + 4 * 2 * 2
+
+
+def test_row_cost_measures_every_component_at_every_cell(tiny_repo: Path) -> None:
+    from bench.row_cost import measure, table
+    from seqguard.manifest import Manifest
+
+    res = measure(tiny_repo, [16, 32], [1, 4], budget_s=0.01)
+    assert set(res) == {c.name for c in Manifest.load(tiny_repo).components}
+    for cells in res.values():
+        assert set(cells) == {"L16", "L32"} and all(set(b) == {"B1", "B4"} for b in cells.values())
+        for b in cells.values():
+            assert b["B4"]["row_ms"] == pytest.approx(b["B4"]["call_ms"] / 4, rel=1e-3)
+            assert all(c["call_ms"] > 0 for c in b.values())
+    assert table(res).count("\n") == 1 + 2 * 2  # header, rule, one line per length x batch
