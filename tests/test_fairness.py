@@ -131,3 +131,19 @@ def test_a_large_requests_steps_wait_while_small_requests_are_inside():
     # At most the step already past its turn when the small request came in; round-robin would have run ~10.
     assert len(inside) <= 1, log
     assert log.count("small+") == 1 and sum(s.startswith("step") for s in log) == 20
+
+
+def test_the_foreground_gate_works_on_successive_event_loops():
+    from seqguard.service.fairness import FOREGROUND
+
+    async def small_inside_then_wait(hold: float) -> float:
+        FOREGROUND.enter()
+        asyncio.get_running_loop().call_later(hold, FOREGROUND.leave)
+        t0 = asyncio.get_running_loop().time()
+        await FOREGROUND.wait_idle(1.0)
+        return asyncio.get_running_loop().time() - t0
+
+    for _ in range(2):  # a second loop must not find the first loop's event (RuntimeError: bound to another loop)
+        waited = asyncio.run(small_inside_then_wait(0.02))
+        assert 0.015 <= waited < 0.5
+    assert FOREGROUND.active == 0

@@ -48,6 +48,7 @@ class _Foreground:
     def __init__(self) -> None:
         self.active = 0
         self._idle: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def enter(self) -> None:
         self.active += 1
@@ -60,8 +61,10 @@ class _Foreground:
             self._idle.set()
 
     async def wait_idle(self, timeout: float) -> None:
-        if self._idle is None:
-            self._idle = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if self._idle is None or self._loop is not loop:
+            # An asyncio.Event belongs to the loop it first waited on: a new loop (tests, tools) gets its own.
+            self._idle, self._loop = asyncio.Event(), loop
             if self.active == 0:
                 self._idle.set()
         with contextlib.suppress(TimeoutError):
