@@ -96,3 +96,17 @@ def test_overload_is_429_with_retry_after_or_degraded_overloaded(tiny_repo) -> N
     full, (first, second) = asyncio.run(scenario("fail_closed"))
     assert full.status == 429
     assert isinstance(second, RequestError) and second.status == 429 and "Retry-After" in second.headers
+
+
+def test_retry_after_is_the_queue_at_the_recent_seconds_per_window(tiny_repo) -> None:
+    """Retry-After counts windows, not calls: a call holds fewer rows than max_batch when the token bound applies."""
+    from seqguard.service.runtime import build_engine
+    from seqguard.service.settings import ServiceSettings
+
+    engine = build_engine(ServiceSettings(repo=tiny_repo))
+    for _ in range(200):
+        engine._on_batch(4, 0.4)  # 0.1 s per window
+    engine.batcher._pending = 50
+    assert engine._retry_after() == {"Retry-After": "5"}
+    engine.batcher._pending = 0
+    assert engine._retry_after() == {"Retry-After": "1"}  # never less than a second

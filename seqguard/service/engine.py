@@ -117,7 +117,9 @@ class ScoringEngine:
             min_rows=getattr(backend, "min_rows", MIN_ROWS),
             max_call_tokens=settings.max_call_tokens,
         )
-        self._call_seconds = 0.01  # running mean of one backend call, for Retry-After
+        # Running mean of the backend's seconds per window, for Retry-After. Per window, not per call: a call holds up
+        # to max_batch rows or max_call_tokens tokens, whichever is fewer, so calls per queued window vary by length.
+        self._window_seconds = 0.001
 
     # ---------------------------------------------------------------------------------------------------------------
     # Request checks beyond the schema: limits and timestamps a model should never see.
@@ -251,7 +253,7 @@ class ScoringEngine:
         return await self.backend.infer(batch)
 
     def _on_batch(self, size: int, seconds: float) -> None:
-        self._call_seconds = 0.9 * self._call_seconds + 0.1 * seconds
+        self._window_seconds = 0.9 * self._window_seconds + 0.1 * seconds / max(1, size)
         if self.metrics:
             self.metrics.batch_size.observe(size)
             self.metrics.backend_latency.labels(backend=self.backend.name).observe(seconds)
@@ -332,9 +334,8 @@ class ScoringEngine:
             self.metrics.fallbacks.labels(reason=reason).inc()
 
     def _retry_after(self) -> dict[str, str]:
-        """Seconds until the current queue has drained at the recent call rate (at least 1), as a header."""
-        calls = self.batcher.pending / max(1, self.settings.max_batch)
-        return {"Retry-After": str(max(1, int(np.ceil(calls * self._call_seconds))))}
+        """Seconds until the current queue has drained at the recent rate per window (at least 1), as a header."""
+        return {"Retry-After": str(max(1, int(np.ceil(self.batcher.pending * self._window_seconds))))}
 
     async def ready(self) -> bool:
         return await self.backend.ready()

@@ -55,7 +55,8 @@ class ServiceSettings(EnvSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     large_request_bytes: int = Field(
         256 * 1024, ge=0,
-        description="bodies larger than this take turns, one at a time (seqguard/service/fairness.py); 0 = off",
+        description="bodies larger than this take turns, one at a time, in the background of smaller requests "
+        "(seqguard/service/fairness.py); 0 = off",
     )
     max_batch: int = Field(32, ge=1, le=1024)
     max_call_tokens: int = Field(
