@@ -54,7 +54,22 @@ def test_report_and_plots(result: tuple[Path, dict, EvalSet], tmp_path: Path) ->
     text = path.read_text()
     assert "bitcoin_otc: skipped" in text and "**entity level**" in text and "**window level**" in text
     assert "label-free entity PR-AUC" in text and "sequence models add" in text
+    lf = r["label_free_check"]
+    assert lf["aggregation"] == "mean" and f"paired difference {lf['difference']:+.3f}" in text
+    assert "of the windows, as `train --no-labels` serves" in text
     assert (tmp_path / f"{r['name']}_entity_pr_auc.png").stat().st_size > 1000
+
+
+def test_the_label_free_check_says_when_no_label_free_score_has_signal() -> None:
+    from seqguard.evaluation.suite import _label_free_line
+
+    lf = {"aggregation": "mean", "pr_auc": [0.466, 0.481], "roc_auc": [0.42, 0.45], "difference": -0.015,
+          "difference_ci": [-0.03, -0.001], "roc_auc_ci": [[0.38, 0.46], [0.41, 0.50]]}
+    line = _label_free_line(lf)
+    assert line.startswith("- [MISS] label-free entity PR-AUC 0.466 vs isolation forest 0.481 (mean of the windows")
+    assert "paired difference -0.015 [-0.030, -0.001]" in line and "no label-free signal on this set" in line
+    line = _label_free_line({**lf, "pr_auc": [0.5, 0.4], "roc_auc_ci": [[0.55, 0.7], [0.41, 0.5]]})
+    assert line.startswith("- [ok]") and "no label-free signal" not in line
 
 
 def test_absent_shared_sets_are_skipped(tmp_path: Path) -> None:
@@ -107,3 +122,46 @@ def test_label_free_score_is_what_train_no_labels_serves(result: tuple[Path, dic
     served = Scorer.load(nolabels)
     b = served.score_batch({SURPRISE: predict_logits(load_models(nolabels)[SURPRISE], ws.encoded, idx)}, x)
     np.testing.assert_allclose(a.score, b.score, atol=1e-6)
+
+
+def _vews_folder(root: Path, vandals: int, benign: int) -> Path:
+    """A VEWS-shaped folder (the staged columns, leaks included): each vandal edits once after its block."""
+    import pandas as pd
+
+    folder = root / "wikipedia_vews_vandals"
+    folder.mkdir(parents=True)
+    edits, users = [], []
+    for i in range(vandals + benign):
+        bad = i < vandals
+        name = f"{'V' if bad else 'B'}user{i:03d}"
+        blocked = "2013-03-01T00:00:00Z" if bad else "-"
+        users.append([name, i, blocked, "vandalism" if bad else "-", "vandal" if bad else "benign", int(bad)])
+        for k, (day, page) in enumerate([(1, "Foo"), (2, "Talk:Foo"), (3, "User talk:Bar"), (5, "Baz")]):
+            month = 2 if k < 3 else 4  # the fourth edit falls after a vandal's block
+            edits.append([name, 1000 * i + k, f"2013-{month:02d}-{day:02d}T10:00:00Z", page, str(bad), "-", int(bad),
+                          0.9 if bad else 0.1, int(bad), "vandal" if bad else "benign", int(bad), "x.csv"])
+    pd.DataFrame(edits, columns=["username", "revid", "revtime", "pagetitle", "isReverted", "revertTime",
+                                 "cluebotRevert", "stiki_score", "stiki_REP_USER", "user_label", "is_vandal_user",
+                                 "source_file"]).to_csv(folder / "edits.csv", index=False)
+    pd.DataFrame(users, columns=["username", "userid", "blocked_time", "block_reason", "user_label",
+                                 "is_vandal_user"]).to_csv(folder / "users.csv", index=False)
+    return root
+
+
+def test_wikipedia_sets_draw_their_vandal_share_and_keep_only_edits_before_the_block(tmp_path: Path) -> None:
+    from seqguard.evaluation.datasets import SETS, SkipSet, wikipedia_vews
+
+    root = _vews_folder(tmp_path, vandals=30, benign=30)
+    ds = wikipedia_vews(root, users=20, vandal_share=0.25)
+    per_user = ds.frame.groupby("user_id")["is_anomaly"].agg(["first", "size"])
+    assert ds.name == "wikipedia_vews_25pct" and int(per_user["first"].sum()) == 5 and len(per_user) == 20
+    assert "5 vandals and 15 benign users sampled (seed 0): 25% vandals instead of the staged 50%" in ds.notes[0]
+    # Vandals lose the edit made after their block; benign users keep all four.
+    assert set(per_user.loc[per_user["first"], "size"]) == {3} and set(per_user.loc[~per_user["first"], "size"]) == {4}
+    assert set(ds.frame["category_id"]) == {"Main", "Talk", "User talk"}
+    assert not {"isReverted", "cluebotRevert", "stiki_score"} & set(ds.frame.columns)
+    assert wikipedia_vews(root, users=20, vandal_share=0.25).frame.equals(ds.frame)  # the same draw every run
+    staged = SETS["wikipedia_vews"](root)
+    assert staged.name == "wikipedia_vews" and staged.frame["user_id"].nunique() == 60
+    with pytest.raises(SkipSet, match="needs 36 vandals and 4 benign users; the folder holds 30 and 30"):
+        wikipedia_vews(root, users=40, vandal_share=0.9)

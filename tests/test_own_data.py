@@ -19,7 +19,14 @@ from seqguard.train.config import (
     resolve_time_zone,
 )
 from seqguard.train.dataset import DatasetError, build_windows, check_split, split_windows
-from seqguard.train.entity_metrics import _ap, _auc, choose_aggregation, entity_report
+from seqguard.train.entity_metrics import (
+    _ap,
+    _auc,
+    choose_aggregation,
+    entity_report,
+    paired_difference,
+    unlabelled_aggregation,
+)
 from seqguard.train.metrics import degenerate_sources
 from seqguard.train.pipeline import train_checkpoint
 
@@ -157,6 +164,28 @@ def test_aggregation_is_chosen_on_validation_and_max_loses_on_long_benign_histor
     assert "highest entity-level PR-AUC on validation" in info["why"]
     fixed, info = choose_aggregation(np.array(ents), np.array(ys), np.array(scores), "max")
     assert fixed == "max" and "set in the config" in info["why"]
+
+
+def test_without_labels_the_aggregation_is_the_configured_one_else_the_default():
+    assert unlabelled_aggregation() == ("mean", {"why": "no labels to choose on: the default"})
+    method, info = unlabelled_aggregation("max")
+    assert method == "max" and "set in the config" in info["why"]
+
+
+def test_paired_difference_resamples_the_same_entities_for_both_scores():
+    rng = np.random.default_rng(3)
+    ent = np.arange(200).repeat(3).astype(str)
+    y = np.repeat(rng.random(200) < 0.3, 3)
+    good, noise = y + rng.normal(0, 0.5, 600), rng.random(600)
+    d = paired_difference(ent, y, good, noise, "mean", n_boot=100)
+    assert d["aggregation"] == "mean" and d["entities"] == 200 and d["anomalous"] == int(y[::3].sum())
+    assert d["difference"] == pytest.approx(d["pr_auc"][0] - d["pr_auc"][1]) and d["difference_ci"][0] > 0.2
+    assert d["roc_auc_ci"][0][0] > 0.8 and d["roc_auc_ci"][1][0] <= 0.5 <= d["roc_auc_ci"][1][1]
+    # Paired: a score against itself differs by exactly 0 in every resample, though its own interval is wide.
+    same = paired_difference(ent, y, noise, noise, "mean", n_boot=100)
+    assert same["difference_ci"] == [0.0, 0.0]
+    # An order-preserving transform of a score ranks the same entities the same way.
+    assert paired_difference(ent, y, good, 3 * good + 1, "max", n_boot=20)["difference_ci"] == [0.0, 0.0]
 
 
 def test_degenerate_sources_are_named():

@@ -4,7 +4,8 @@
 - the Taobao UserBehavior sample (real traffic) with `seqguard inject` attacks, one set per seed;
 - the labelled real sets staged beside the project in ../shared/data (read their SOURCE.md): Bitcoin OTC (REV2
   labels, rater side only because incoming ratings leak the label) and Wikipedia VEWS (edits before the block only;
-  the post-hoc revert / ClueBot / STiki columns are label leaks and never read).
+  the post-hoc revert / ClueBot / STiki columns are label leaks and never read), as staged (half vandals) and at
+  10 % vandals.
 
 A set whose folder is absent is reported as skipped with the reason, never an error: CI has no ../shared.
 """
@@ -96,7 +97,11 @@ def bitcoin_otc(root: Path = SHARED) -> EvalSet:
     return EvalSet("bitcoin_otc", _complete(frame, str(path)), notes, entity_split=True)
 
 
-def wikipedia_vews(root: Path = SHARED, users: int = 2000, seed: int = 0) -> EvalSet:
+def wikipedia_vews(root: Path = SHARED, users: int = 2000, seed: int = 0,
+                   vandal_share: float | None = None) -> EvalSet:
+    """`users` accounts drawn at random, or, with `vandal_share`, that share of them vandals and the rest benign: the
+    staged sample is half vandals by construction, far from an abuse base rate, and its SOURCE.md suggests
+    subsampling one class to test imbalance."""
     folder = root / "wikipedia_vews_vandals"
     if not (folder / "edits.csv").is_file():
         raise SkipSet(f"{folder / 'edits.csv'} is absent")
@@ -104,8 +109,23 @@ def wikipedia_vews(root: Path = SHARED, users: int = 2000, seed: int = 0) -> Eva
     raw = pd.read_csv(folder / "edits.csv", usecols=cols, dtype={"username": str, "pagetitle": str})
     blocked = pd.read_csv(folder / "users.csv", usecols=["username", "blocked_time"], dtype=str)
     rng = np.random.default_rng(seed)
-    names = raw["username"].unique()
-    keep = set(rng.choice(names, min(users, len(names)), replace=False))
+    name = "wikipedia_vews"
+    if vandal_share is None:
+        names = raw["username"].unique()
+        keep = set(rng.choice(names, min(users, len(names)), replace=False))
+        drawn = f"{len(keep)} users sampled (seed {seed}) of the {len(names):,}"
+    else:
+        label = raw.groupby("username", sort=True)["is_vandal_user"].first()
+        vandals, benign = label.index[label == 1].to_numpy(), label.index[label == 0].to_numpy()
+        n_vandal = round(users * vandal_share)
+        if n_vandal > len(vandals) or users - n_vandal > len(benign):
+            raise SkipSet(f"{users} users at {vandal_share:.0%} vandals needs {n_vandal} vandals and "
+                          f"{users - n_vandal} benign users; the folder holds {len(vandals)} and {len(benign)}")
+        keep = (set(rng.choice(vandals, n_vandal, replace=False))
+                | set(rng.choice(benign, users - n_vandal, replace=False)))
+        name = f"wikipedia_vews_{round(100 * vandal_share)}pct"
+        drawn = (f"{n_vandal} vandals and {users - n_vandal} benign users sampled (seed {seed}): {vandal_share:.0%} "
+                 f"vandals instead of the staged {len(vandals) / len(label):.0%}, nearer an abuse base rate")
     raw = raw[raw["username"].isin(keep)]
     ts = pd.to_datetime(raw["revtime"], utc=True)
     block = pd.to_datetime(raw["username"].map(blocked.set_index("username")["blocked_time"]).replace("-", None),
@@ -123,9 +143,8 @@ def wikipedia_vews(root: Path = SHARED, users: int = 2000, seed: int = 0) -> Eva
         "is_anomaly": raw["is_vandal_user"].astype(bool).to_numpy(),
         "scenario": np.where(raw["is_vandal_user"] == 1, "vandal", "normal"),
     })
-    notes = [f"{len(keep)} users sampled (seed {seed}) of the 13,000; edits after a user's block dropped; "
-             "revert / ClueBot / STiki columns not used (label leaks)"]
-    return EvalSet("wikipedia_vews", _complete(frame, str(folder)), notes, entity_split=True)
+    notes = [f"{drawn}; edits after a user's block dropped; revert / ClueBot / STiki columns not used (label leaks)"]
+    return EvalSet(name, _complete(frame, str(folder)), notes, entity_split=True)
 
 
 SETS: dict[str, Callable[[Path], EvalSet]] = {
@@ -133,5 +152,6 @@ SETS: dict[str, Callable[[Path], EvalSet]] = {
     "taobao_inject_2": lambda root: taobao_injected(2, root=root),
     "bitcoin_otc": bitcoin_otc,
     "wikipedia_vews": wikipedia_vews,
+    "wikipedia_vews_10pct": lambda root: wikipedia_vews(root, vandal_share=0.1),
     "generator": lambda root: generator_set(),
 }

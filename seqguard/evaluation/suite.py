@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from seqguard.evaluation.datasets import SETS, SHARED, EvalSet, SkipSet
 from seqguard.scoring.ensemble import SURPRISE
 from seqguard.scoring.entity import DEFAULT_AGGREGATION
-from seqguard.train.entity_metrics import entity_report
+from seqguard.train.entity_metrics import entity_report, paired_difference, unlabelled_aggregation
 from seqguard.train.metrics import clean
 
 FRACTIONS = [0.01, 0.05, 0.1, 0.25, 1.0]
@@ -112,6 +112,11 @@ def run_set(ds: EvalSet, out: Path, studies: bool = False, config: Path | None =
     result["split"] = {"train": len(train), "test": len(test), "test_anomalous": int(yt.sum()),
                        "test_entities": ent["entities"], "test_anomalous_entities": ent["anomalous"],
                        "mode": split.mode, "why": split.why}
+    if LABEL_FREE in sources and "isolation_forest" in sources:
+        # What `train --no-labels` serves per entity: it has no labels to choose the aggregation on.
+        free_method, _ = unlabelled_aggregation(cfg.ensemble.entity_aggregation)
+        result["label_free_check"] = paired_difference(ws.entity[test], yt, sources[LABEL_FREE],
+                                                       sources["isolation_forest"], free_method, BOOT, cfg.seed)
     if studies:
         result["label_efficiency"] = label_efficiency_study(ds, config, log)
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -185,11 +190,9 @@ def _checks(r: dict[str, Any]) -> list[str]:
             lines.append(f"- [{'ok' if ok else 'MISS'}] {'entity' if level == 'entities' else 'window'} level: "
                          f"served PR-AUC {_f(s['pr_auc'])} vs best baseline {best} {_f(b['pr_auc'])}"
                          + ("" if s["pr_auc"] >= b["pr_auc"] else " (intervals overlap)" if ok else ""))
-    e = r["entities"]
-    if LABEL_FREE in e and "isolation_forest" in e:
-        ok = e[LABEL_FREE]["pr_auc"] >= e["isolation_forest"]["pr_auc"]
-        lines.append(f"- [{'ok' if ok else 'MISS'}] label-free entity PR-AUC {_f(e[LABEL_FREE]['pr_auc'])} vs "
-                     f"isolation forest {_f(e['isolation_forest']['pr_auc'])}")
+    lf = r.get("label_free_check")
+    if lf:
+        lines.append(_label_free_line(lf))
     w = r["windows"]
     if "served_without_sequence_models" in w:
         d = w[SERVED]["pr_auc"] - w["served_without_sequence_models"]["pr_auc"]
@@ -206,6 +209,19 @@ def _checks(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _label_free_line(lf: dict[str, Any]) -> str:
+    (free, forest), (free_roc, forest_roc) = lf["pr_auc"], lf["roc_auc"]
+    lo, hi = lf["difference_ci"] or [float("nan")] * 2
+    line = (f"- [{'ok' if free >= forest else 'MISS'}] label-free entity PR-AUC {_f(free)} vs isolation forest "
+            f"{_f(forest)} ({lf['aggregation']} of the windows, as `train --no-labels` serves); paired difference "
+            f"{lf['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    chance = [ci is not None and ci[0] <= 0.5 for ci in lf["roc_auc_ci"]]
+    if all(chance):
+        line += (f"; neither ranks anomalous entities above normal ones beyond chance (entity ROC-AUC {_f(free_roc)}"
+                 f" and {_f(forest_roc)}, intervals reaching 0.5): no label-free signal on this set")
+    return line
+
+
 def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, str], seconds: float,
                  config: Path | None = None) -> Path:
     plots = _plots(out, results)
@@ -217,8 +233,10 @@ def write_report(out: Path, results: list[dict[str, Any]], skipped: dict[str, st
              "read labels, pooled as the mean of their -log tail shares -log(1 - p), floored at 1/1000 and "
              "divided by log 1000); "
              "figures on the held-out test windows of the training split; entity score = the aggregation of its test "
-             "windows' scores that training chose on validation (seqguard.train.entity_metrics). Intervals: bootstrap "
-             f"95 % ({BOOT} resamples).", ""]
+             "windows' scores that training chose on validation (seqguard.train.entity_metrics), except in the "
+             "label-free check, which aggregates as `train --no-labels` does (it has no labels to choose on). "
+             f"Intervals: bootstrap 95 % ({BOOT} resamples); a difference between two scores has a paired interval "
+             "(the same resampled entities for both).", ""]
     for name, why in skipped.items():
         lines.append(f"- **{name}: skipped** — {why}")
     for r in results:

@@ -128,6 +128,14 @@ def entity_report(entity: np.ndarray, y: np.ndarray, scenario: np.ndarray, sourc
             "bootstrap": n_boot, "warnings": warnings, "scores": scores}
 
 
+def unlabelled_aggregation(configured: str = "auto") -> tuple[str, dict[str, Any]]:
+    """The entity aggregation of a checkpoint trained without labels: the configured one, else the default (there
+    are no labels to choose on)."""
+    if configured != "auto":
+        return configured, {"why": f"set in the config (ensemble.entity_aggregation: {configured})"}
+    return DEFAULT_AGGREGATION, {"why": "no labels to choose on: the default"}
+
+
 def choose_aggregation(entity: np.ndarray, y: np.ndarray, score: np.ndarray, configured: str = "auto"
                        ) -> tuple[str, dict[str, Any]]:
     """The entity aggregation with the best entity-level PR-AUC on these (validation) windows; ties keep the
@@ -152,3 +160,30 @@ def choose_aggregation(entity: np.ndarray, y: np.ndarray, score: np.ndarray, con
     info["why"] = (f"highest entity-level PR-AUC on validation ({finite[best]:.4f}; "
                    + ", ".join(f"{m} {v:.4f}" for m, v in finite.items()) + ")")
     return best, info
+
+
+def paired_difference(entity: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, method: str,
+                      n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """Entity-level PR-AUC and ROC-AUC of two scores of the same windows, and the PR-AUC difference a - b with a
+    paired bootstrap interval (the same resampled entities for both). Two scores' own intervals overlap whenever
+    either is wide; whether one is better is the interval of their difference."""
+    table = entity_table(entity, y, np.full(len(y), NORMAL, dtype=object))
+    ye = table["label"].to_numpy(dtype=bool)
+
+    def per_entity(s: np.ndarray) -> np.ndarray:
+        agg = aggregate_entity_scores(entity, s, method).set_index("entity_id")["score"]
+        return agg.reindex(table["entity_id"]).to_numpy(dtype=np.float64)
+
+    ea, eb = per_entity(a), per_entity(b)
+    boots = np.random.default_rng(seed).integers(0, len(ye), size=(n_boot, len(ye)))
+    samples = np.array([[_ap(ye[i], ea[i]) - _ap(ye[i], eb[i]), _auc(ye[i], ea[i]), _auc(ye[i], eb[i])]
+                        for i in boots]).reshape(-1, 3)
+
+    def interval(col: np.ndarray) -> list[float] | None:
+        col = col[np.isfinite(col)]
+        return [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))] if len(col) else None
+
+    return {"aggregation": method, "entities": len(ye), "anomalous": int(ye.sum()),
+            "pr_auc": [_ap(ye, ea), _ap(ye, eb)], "roc_auc": [_auc(ye, ea), _auc(ye, eb)],
+            "roc_auc_ci": [interval(samples[:, 1]), interval(samples[:, 2])],
+            "difference": _ap(ye, ea) - _ap(ye, eb), "difference_ci": interval(samples[:, 0])}

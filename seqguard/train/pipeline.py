@@ -37,7 +37,7 @@ from seqguard.drift import save_checkpoint_reference
 from seqguard.features import FEATURE_NAMES
 from seqguard.scoring.detector import ECODDetector
 from seqguard.scoring.ensemble import Ensemble, logit_margin
-from seqguard.scoring.entity import DEFAULT_AGGREGATION, ENTITY_AGGREGATION_KEY
+from seqguard.scoring.entity import ENTITY_AGGREGATION_KEY
 from seqguard.scoring.rules import default_rules_path, load_rules
 from seqguard.scoring.scorer import Scorer
 from seqguard.tokenizer import build_tokenizer, tokenizer_hash
@@ -49,7 +49,7 @@ from seqguard.train.checkpoint import CheckpointError, save_model, weights_hash
 from seqguard.train.components import BERT, RNN, fit_tabular
 from seqguard.train.config import TrainConfig
 from seqguard.train.dataset import build_windows, check_split, split_windows
-from seqguard.train.entity_metrics import choose_aggregation, entity_report
+from seqguard.train.entity_metrics import choose_aggregation, entity_report, unlabelled_aggregation
 from seqguard.train.evaluate import operating_point
 from seqguard.train.isolation import fit_isolation_forest
 from seqguard.train.loop import predict_logits, setup_torch
@@ -271,8 +271,7 @@ def _train(frame: pd.DataFrame, cfg: TrainConfig, out: Path, progress: bool, wit
         method, how = choose_aggregation(ws.entity[val], y[val], val_sources[ENSEMBLE],
                                          cfg.ensemble.entity_aggregation)
     else:
-        method, how = (DEFAULT_AGGREGATION if cfg.ensemble.entity_aggregation == "auto"
-                       else cfg.ensemble.entity_aggregation), {"why": "no labels to choose on: the default"}
+        method, how = unlabelled_aggregation(cfg.ensemble.entity_aggregation)
     ensemble.entity_aggregation, ensemble.entity_aggregation_metrics = method, how
     scorer.ensemble.entity_aggregation, scorer.ensemble.entity_aggregation_metrics = method, how
     ensemble.save(out / ENSEMBLE_FILE)
