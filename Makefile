@@ -77,7 +77,7 @@ serve: setup
 bench: setup
 	$(BIN)/python -m bench.run --out bench/results
 
-# The evaluation suite (about 30-45 minutes on 2 cores): generator, Taobao + injected attacks, the labelled sets in
+# The evaluation suite (about 13 minutes on 2 cores): generator, Taobao + injected attacks, the labelled sets in
 # $(SHARED) (each skipped when absent) -> reports/suite/report.md with plots.
 SHARED ?= ../shared/data
 evaluate: setup

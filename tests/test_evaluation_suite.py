@@ -68,6 +68,7 @@ def test_the_label_free_check_says_when_no_label_free_score_has_signal() -> None
     line = _label_free_line(lf)
     assert line.startswith("- [MISS] label-free entity PR-AUC 0.466 vs isolation forest 0.481 (mean of the windows")
     assert "paired difference -0.015 [-0.030, -0.001]" in line and "no label-free signal on this set" in line
+    assert "(entity ROC-AUC 0.420 [0.380, 0.460] and 0.450 [0.410, 0.500])" in line
     line = _label_free_line({**lf, "pr_auc": [0.5, 0.4], "roc_auc_ci": [[0.55, 0.7], [0.41, 0.5]]})
     assert line.startswith("- [ok]") and "no label-free signal" not in line
 

@@ -215,10 +215,11 @@ def _label_free_line(lf: dict[str, Any]) -> str:
     line = (f"- [{'ok' if free >= forest else 'MISS'}] label-free entity PR-AUC {_f(free)} vs isolation forest "
             f"{_f(forest)} ({lf['aggregation']} of the windows, as `train --no-labels` serves); paired difference "
             f"{lf['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-    chance = [ci is not None and ci[0] <= 0.5 for ci in lf["roc_auc_ci"]]
-    if all(chance):
-        line += (f"; neither ranks anomalous entities above normal ones beyond chance (entity ROC-AUC {_f(free_roc)}"
-                 f" and {_f(forest_roc)}, intervals reaching 0.5): no label-free signal on this set")
+    free_ci, forest_ci = lf["roc_auc_ci"]
+    if all(ci is not None and ci[0] <= 0.5 for ci in (free_ci, forest_ci)):
+        line += (f"; neither ranks anomalous entities above normal ones beyond chance (entity ROC-AUC {_f(free_roc)} "
+                 f"[{_f(free_ci[0])}, {_f(free_ci[1])}] and {_f(forest_roc)} [{_f(forest_ci[0])}, "
+                 f"{_f(forest_ci[1])}]): no label-free signal on this set")
     return line
 
 
