@@ -65,15 +65,26 @@ def _figures(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _interval(samples: np.ndarray) -> list[float] | None:
+    """The 95 % percentile interval of bootstrap samples (resamples with one class only give NaN and are left out)."""
+    col = samples[np.isfinite(samples)]
+    return [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))] if len(col) else None
+
+
+def _entity_scores(entity: np.ndarray, s: np.ndarray, method: str, order: pd.Series) -> np.ndarray:
+    """Window scores aggregated per entity, in `order` (entity ids); an entity with no finite score gets the lowest."""
+    agg = aggregate_entity_scores(entity, s, method)
+    se = agg.set_index("entity_id")["score"].reindex(order).to_numpy(dtype=np.float64)
+    return np.where(np.isfinite(se), se, np.nanmin(se) if np.isfinite(se).any() else 0.0)
+
+
 def _with_intervals(y: np.ndarray, s: np.ndarray, boots: np.ndarray) -> dict[str, Any]:
     point = _figures(y, s)
     samples = np.array([list(_figures(y[b], s[b]).values()) for b in boots]) if len(boots) else np.zeros((0, 4))
     out: dict[str, Any] = {"n": len(y), "n_positive": int(y.sum())}
     for j, (k, v) in enumerate(point.items()):
-        col = samples[:, j] if len(samples) else np.zeros(0)
-        col = col[np.isfinite(col)]
         out[k] = v
-        out[f"{k}_ci"] = [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))] if len(col) else None
+        out[f"{k}_ci"] = _interval(samples[:, j] if len(samples) else np.zeros(0))
     n_neg = int((~y).sum())
     if n_neg < MIN_NEGATIVES_1PCT:
         out["recall_at_0.01_fpr_unquoted"] = out.pop("recall_at_0.01_fpr")
@@ -113,9 +124,7 @@ def entity_report(entity: np.ndarray, y: np.ndarray, scenario: np.ndarray, sourc
                         "(see the intervals)")
     scores: dict[str, Any] = {}
     for name, s in sources.items():
-        agg = aggregate_entity_scores(entity, s, method)
-        se = agg.set_index("entity_id")["score"].reindex(table["entity_id"]).to_numpy(dtype=np.float64)
-        se = np.where(np.isfinite(se), se, np.nanmin(se) if np.isfinite(se).any() else 0.0)
+        se = _entity_scores(entity, s, method, table["entity_id"])
         row = _with_intervals(ye, se, boots)
         per: dict[str, Any] = {}
         for sc in sorted({str(x) for x in scen[ye]}):
@@ -167,23 +176,13 @@ def paired_difference(entity: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.nd
     """Entity-level PR-AUC and ROC-AUC of two scores of the same windows, and the PR-AUC difference a - b with a
     paired bootstrap interval (the same resampled entities for both). Two scores' own intervals overlap whenever
     either is wide; whether one is better is the interval of their difference."""
-    table = entity_table(entity, y, np.full(len(y), NORMAL, dtype=object))
-    ye = table["label"].to_numpy(dtype=bool)
-
-    def per_entity(s: np.ndarray) -> np.ndarray:
-        agg = aggregate_entity_scores(entity, s, method).set_index("entity_id")["score"]
-        return agg.reindex(table["entity_id"]).to_numpy(dtype=np.float64)
-
-    ea, eb = per_entity(a), per_entity(b)
+    labels = aggregate_entity_labels(entity, y)
+    ye = labels.to_numpy().astype(bool)
+    ea, eb = (_entity_scores(entity, s, method, labels.index) for s in (a, b))
     boots = np.random.default_rng(seed).integers(0, len(ye), size=(n_boot, len(ye)))
     samples = np.array([[_ap(ye[i], ea[i]) - _ap(ye[i], eb[i]), _auc(ye[i], ea[i]), _auc(ye[i], eb[i])]
                         for i in boots]).reshape(-1, 3)
-
-    def interval(col: np.ndarray) -> list[float] | None:
-        col = col[np.isfinite(col)]
-        return [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))] if len(col) else None
-
     return {"aggregation": method, "entities": len(ye), "anomalous": int(ye.sum()),
             "pr_auc": [_ap(ye, ea), _ap(ye, eb)], "roc_auc": [_auc(ye, ea), _auc(ye, eb)],
-            "roc_auc_ci": [interval(samples[:, 1]), interval(samples[:, 2])],
-            "difference": _ap(ye, ea) - _ap(ye, eb), "difference_ci": interval(samples[:, 0])}
+            "roc_auc_ci": [_interval(samples[:, 1]), _interval(samples[:, 2])],
+            "difference": _ap(ye, ea) - _ap(ye, eb), "difference_ci": _interval(samples[:, 0])}
